@@ -1,0 +1,89 @@
+"""Every error leaves as RFC 9457 problem+json with a stable code. Domain errors map here, in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.security import Unauthenticated
+from commands.errors import PaymentUnavailable
+from ledger.errors import DomainError, PaymentDeclined, ValidationFailed
+
+log = logging.getLogger("ledger.api")
+
+STATUS_OF_CODE = {
+    "validation_error": 422,
+    "seats_fixed": 422,
+    "no_change": 422,
+    "billing_info_required": 409,
+    "invalid_state": 409,
+    "quote_stale": 409,
+    "idempotency_conflict": 409,
+    "payment_declined": 402,
+    "not_found": 404,
+    "forbidden": 403,
+    "unauthenticated": 401,
+    "payment_unavailable": 503,
+}
+TITLES = {
+    400: "Bad request", 401: "Unauthenticated", 402: "Payment declined", 403: "Forbidden", 404: "Not found",
+    405: "Method not allowed", 409: "Conflict", 413: "Request too large", 415: "Unsupported media type",
+    422: "Unprocessable request", 500: "Internal error", 503: "Service unavailable",
+}
+CODES_OF_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}
+
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": f"https://ledger.example/problems/{code}", "title": TITLES.get(status, "Error"),
+            "status": status, "detail": detail, "code": code, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    def domain_error(_: Request, error: DomainError) -> JSONResponse:
+        extra: dict[str, Any] = {}
+        headers = None
+        if isinstance(error, ValidationFailed):
+            extra["field"] = error.field
+            extra["errors"] = [{"field": error.field, "message": error.detail}]
+        if isinstance(error, PaymentDeclined):
+            extra["decline_code"] = error.decline_code
+        if isinstance(error, PaymentUnavailable):
+            headers = {"Retry-After": str(error.retry_after_seconds)}
+        return problem(STATUS_OF_CODE.get(error.code, 409), error.code, error.detail, headers, **extra)
+
+    @app.exception_handler(Unauthenticated)
+    def unauthenticated(_: Request, error: Unauthenticated) -> JSONResponse:
+        return problem(401, "unauthenticated", str(error), {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": "body", "message": "the body is not valid JSON"} if e["type"] == "json_invalid"
+            else {"field": _field_of(e["loc"]), "message": e["msg"]}
+            for e in error.errors()
+        ]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return problem(422, "validation_error", f"{first['field']}: {first['message']}",
+                       field=first["field"], errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = CODES_OF_HTTP_STATUS.get(error.status_code, "http_error")
+        return problem(error.status_code, code, str(error.detail), dict(error.headers or {}))
+
+    @app.exception_handler(Exception)
+    def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem(500, "internal_error", "an unexpected error occurred and was logged")
+
+
+def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from api import views
+from api.deps import Idempotency, LedgerDep, ResellerAdmin
+from api.routes.common import POSITION_HEADER
+from api.schemas import BillingInfoIn, BillingOut
+
+router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["billing"])
+
+
+@router.put("/billing", response_model=BillingOut,
+            summary="Put billing information on file: the card is saved with the payment processor")
+def put_billing(body: BillingInfoIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
+                response: Response) -> BillingOut:
+    outcome = ledger.set_billing_info(access.org_id, payment_method=body.payment_method,
+                                      billing_email=str(body.billing_email), country=body.country,
+                                      actor=access.user.user_id, idempotency=idempotency)
+    if outcome.position is not None:
+        response.headers[POSITION_HEADER] = str(outcome.position)
+    return views.billing(outcome.aggregate, ledger.tax_rate_of(outcome.aggregate))
+
+
+@router.get("/billing", response_model=BillingOut, summary="Billing information on file (never card data)")
+def get_billing(access: ResellerAdmin, ledger: LedgerDep) -> BillingOut:
+    return views.billing(access.reseller, ledger.tax_rate_of(access.reseller))

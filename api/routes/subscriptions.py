@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from api import views
+from api.deps import Idempotency, LedgerDep, ResellerAdmin
+from api.routes.common import answer, subscription_id
+from api.schemas import (CreateSubscriptionIn, EventsOut, OrderIn, PreviewOut, SeatsIn, SeatsPreviewIn,
+                         SubscriptionOut)
+from ledger.subscription import Order
+
+router = APIRouter(prefix="/v1/resellers/{org_id}/subscriptions", tags=["subscriptions"])
+
+
+def _order(body: OrderIn) -> Order:
+    return Order(plan=body.plan, billing_cycle=body.billing_cycle, seats=body.seats,
+                 end_user_email=str(body.end_user_email) if body.end_user_email else None,
+                 display_name=body.display_name, organization_name=body.organization_name,
+                 admin_email=str(body.admin_email) if body.admin_email else None)
+
+
+@router.post("/preview", response_model=PreviewOut,
+             summary="Price a new subscription: the first period in full, with tax; returns a quote_id")
+def preview_create(body: OrderIn, access: ResellerAdmin, ledger: LedgerDep) -> PreviewOut:
+    return views.preview(ledger.preview_create(access.org_id, _order(body)))
+
+
+@router.post("", response_model=SubscriptionOut, status_code=status.HTTP_201_CREATED,
+             summary="Create a subscription and charge its first period")
+def create(body: CreateSubscriptionIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
+           response: Response) -> SubscriptionOut:
+    outcome = ledger.create_subscription(access.org_id, _order(body), actor=access.user.user_id,
+                                         quote_id=body.quote_id, idempotency=idempotency)
+    return answer(response, outcome, views.subscription)
+
+
+@router.get("/{id}", response_model=SubscriptionOut, summary="One subscription, expired ones included")
+def show(id: str, access: ResellerAdmin, ledger: LedgerDep) -> SubscriptionOut:
+    return views.subscription(ledger.subscription(access.org_id, subscription_id(id)))
+
+
+@router.post("/{id}/seats/preview", response_model=PreviewOut,
+             summary="Price a seat change: an increase is prorated now, a decrease waits for the next period")
+def preview_seats(id: str, body: SeatsPreviewIn, access: ResellerAdmin, ledger: LedgerDep) -> PreviewOut:
+    return views.preview(ledger.preview_seat_change(access.org_id, subscription_id(id), body.seats))
+
+
+@router.post("/{id}/seats", response_model=SubscriptionOut, summary="Change the number of seats")
+def change_seats(id: str, body: SeatsIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
+                 response: Response) -> SubscriptionOut:
+    outcome = ledger.change_seats(access.org_id, subscription_id(id), body.seats, actor=access.user.user_id,
+                                  quote_id=body.quote_id, idempotency=idempotency)
+    return answer(response, outcome, views.subscription)
+
+
+@router.post("/{id}/cancel", response_model=SubscriptionOut,
+             summary="Cancel at the end of the current period (it stays usable until then)")
+def cancel(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
+           response: Response) -> SubscriptionOut:
+    outcome = ledger.cancel(access.org_id, subscription_id(id), actor=access.user.user_id, idempotency=idempotency)
+    return answer(response, outcome, views.subscription)
+
+
+@router.post("/{id}/resume", response_model=SubscriptionOut, summary="Undo a cancellation before the period ends")
+def resume(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
+           response: Response) -> SubscriptionOut:
+    outcome = ledger.resume(access.org_id, subscription_id(id), actor=access.user.user_id, idempotency=idempotency)
+    return answer(response, outcome, views.subscription)
+
+
+@router.get("/{id}/events", response_model=EventsOut, summary="The subscription's event history, oldest first")
+def history(id: str, access: ResellerAdmin, ledger: LedgerDep) -> EventsOut:
+    subscription = ledger.subscription(access.org_id, subscription_id(id))
+    return EventsOut(items=[views.event(e) for e in ledger.history(subscription.id)])

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from api import views
+from api.deps import Idempotency, LedgerDep, SupportUser
+from api.routes.common import answer
+from api.schemas import EnableResellerIn, ReenableResellerIn, ResellerOut, TaxExemptionIn
+from commands.errors import NotFound
+
+router = APIRouter(prefix="/v1/support/resellers", tags=["support"])
+
+
+@router.post("", response_model=ResellerOut, status_code=status.HTTP_201_CREATED,
+             summary="Enable an organization as a reseller (201 when new, 200 when it already was one)")
+def enable_new(body: EnableResellerIn, user: SupportUser, ledger: LedgerDep, idempotency: Idempotency,
+               response: Response) -> ResellerOut:
+    outcome = ledger.enable_reseller(body.org_id, name=body.name, actor=user.user_id, idempotency=idempotency)
+    if not outcome.created:
+        response.status_code = status.HTTP_200_OK
+    return answer(response, outcome, views.reseller)
+
+
+@router.get("/{org_id}", response_model=ResellerOut)
+def show(org_id: str, user: SupportUser, ledger: LedgerDep) -> ResellerOut:
+    reseller = ledger.find_reseller(org_id)
+    if reseller is None:
+        raise NotFound(f"{org_id} has never been a reseller")
+    return views.reseller(reseller)
+
+
+@router.post("/{org_id}/disable", response_model=ResellerOut, summary="Disable a reseller")
+def disable(org_id: str, user: SupportUser, ledger: LedgerDep, idempotency: Idempotency,
+            response: Response) -> ResellerOut:
+    return answer(response, ledger.disable_reseller(org_id, actor=user.user_id, idempotency=idempotency),
+                  views.reseller)
+
+
+@router.post("/{org_id}/enable", response_model=ResellerOut,
+             summary="Enable a disabled reseller again (optionally under a new name)")
+def enable(org_id: str, user: SupportUser, ledger: LedgerDep, idempotency: Idempotency, response: Response,
+           body: ReenableResellerIn | None = None) -> ResellerOut:
+    name = body.name if body else None
+    return answer(response, ledger.enable_reseller(org_id, name=name, actor=user.user_id, idempotency=idempotency),
+                  views.reseller)
+
+
+@router.put("/{org_id}/tax-exemption", response_model=ResellerOut,
+            summary="Mark a reseller tax-exempt (with a reason, such as a certificate number) or not")
+def tax_exemption(org_id: str, body: TaxExemptionIn, user: SupportUser, ledger: LedgerDep,
+                  idempotency: Idempotency, response: Response) -> ResellerOut:
+    outcome = ledger.set_tax_exemption(org_id, exempt=body.tax_exempt, reason=body.reason, actor=user.user_id,
+                                       idempotency=idempotency)
+    return answer(response, outcome, views.reseller)

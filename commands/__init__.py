@@ -1,0 +1,1 @@
+"""Command handling: the application service of the ledger, its ports and their adapters."""

@@ -1,0 +1,48 @@
+"""The public face of the ledger's events: their stable type names and their facts as plain data.
+This is what auditors read and what an export writes."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+_ENVELOPE = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "actor"})
+
+
+def type_name(domain_event: Any) -> str:
+    """The stable type name of an event: the last part of its explicit topic."""
+    return type(domain_event).TOPIC.rsplit(".", 1)[-1]
+
+
+def aggregate_name(domain_event: Any) -> str:
+    """The kind of stream the event belongs to, such as Subscription."""
+    return type(domain_event).TOPIC.split(":", 1)[1].split(".", 1)[0]
+
+
+def actor_of(domain_event: Any) -> str | None:
+    return getattr(domain_event, "actor", None)
+
+
+def facts(domain_event: Any) -> dict[str, Any]:
+    """The event's own fields as JSON-ready data (times as ISO 8601 UTC, ids as strings)."""
+    return {name: plain(value) for name, value in vars(domain_event).items() if name not in _ENVELOPE}
+
+
+def iso(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, UUID):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    return value

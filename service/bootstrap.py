@@ -1,0 +1,114 @@
+"""The composition root: turns Settings into the running parts of the service."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Callable
+
+from psycopg.conninfo import conninfo_to_dict
+
+from commands.application import LedgerApplication
+from commands.clocks import SandboxClock, SystemClock
+from commands.gateways.simulated import SimulatedGateway
+from commands.handlers import Ledger
+from commands.locks import PostgresAdvisoryLocks, ThreadLocks
+from commands.ports import Clock, Locks, PaymentGateway
+from commands.quotes import QuoteSigner
+from ledger.catalog import Catalog, CatalogError
+from service.settings import Settings, SettingsError
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    clock: Clock
+    app: LedgerApplication
+    gateway: PaymentGateway
+    ledger: Ledger
+    development_secret: bytes
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
+
+
+def bootstrap(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = load_catalog(settings.catalog)
+    secret = development_secret(settings.data_dir)
+    app = LedgerApplication(env=event_store_env(settings))
+    closers: list[Callable[[], None]] = [app.close]
+    system_clock = SystemClock()
+    clock: Clock = SandboxClock(app, system_clock.now) if settings.clock == "sandbox" else system_clock
+    gateway = payment_gateway(settings, clock)
+    closers.append(gateway.close)  # type: ignore[attr-defined]
+    locks: Locks
+    if settings.database_url:
+        advisory = PostgresAdvisoryLocks(settings.database_url)
+        closers.append(advisory.close)
+        locks = advisory
+    else:
+        locks = ThreadLocks()
+    quote_key = settings.quote_secret.get_secret_value().encode() if settings.quote_secret else secret
+    ledger = Ledger(app, catalog=catalog, clock=clock, gateway=gateway, locks=locks,
+                    quotes=QuoteSigner(hmac.new(quote_key, b"ledger quotes", hashlib.sha256).digest()))
+    return Services(settings, catalog, clock, app, gateway, ledger, secret, closers)
+
+
+def load_catalog(path: Path | None) -> Catalog:
+    try:
+        text = path.read_text() if path else files("ledger").joinpath("catalog.toml").read_text()
+        return Catalog.from_toml(text)
+    except OSError as error:
+        raise SettingsError(f"LEDGER_CATALOG: cannot read {path}: {error.strerror}") from None
+    except CatalogError as error:
+        raise SettingsError(f"LEDGER_CATALOG: {path or 'built-in catalog'}: {error}") from None
+
+
+def event_store_env(settings: Settings) -> dict[str, str]:
+    if not settings.database_url:
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(settings.data_dir / "ledger.sqlite")}
+    parts = conninfo_to_dict(settings.database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(parts.get("dbname", "postgres")),
+        "POSTGRES_HOST": str(parts.get("host", "127.0.0.1")),
+        "POSTGRES_PORT": str(parts.get("port", "5432")),
+        "POSTGRES_USER": str(parts.get("user", "postgres")),
+        "POSTGRES_PASSWORD": str(parts.get("password", "")),
+        "POSTGRES_SCHEMA": settings.database_schema,
+        "POSTGRES_POOL_SIZE": "4",
+        "POSTGRES_MAX_OVERFLOW": "8",
+    }
+
+
+def payment_gateway(settings: Settings, clock: Clock) -> PaymentGateway:
+    if settings.payments == "stripe":
+        from commands.gateways.stripe import StripeGateway
+
+        assert settings.stripe_secret_key is not None
+        return StripeGateway.from_settings(settings.stripe_secret_key.get_secret_value(),
+                                           api_base=settings.stripe_api_base)
+    return SimulatedGateway(settings.data_dir / "simulated-payments.sqlite", clock)
+
+
+def development_secret(data_dir: Path) -> bytes:
+    """A random secret made once into the data dir: signs development tokens when no JWT key is
+    configured, and quotes when no quote secret is."""
+    path = data_dir / "secret"
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(descriptor, "w") as out:
+        out.write(secrets.token_hex(32))
+    return path.read_bytes().strip()

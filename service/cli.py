@@ -1,0 +1,177 @@
+"""The `ledger` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from commands.handlers import Ledger
+from ledger.errors import DomainError
+from service.bootstrap import Services
+from service.settings import Settings, SettingsError, load_settings
+
+CLI_ACTOR_PREFIX = "cli:"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "data_dir", None):
+        os.environ["LEDGER_DATA_DIR"] = str(args.data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args, load_settings()) or 0)
+    except SettingsError as error:
+        print(f"ledger: configuration error: {error}", file=sys.stderr)
+        return 2
+    except DomainError as error:
+        print(f"ledger: {error.code}: {error.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="The reseller subscription ledger.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = _command(commands, "serve", _serve, "start the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API worker processes (PostgreSQL only)")
+
+    token = _command(commands, "token", _token, "mint a development bearer token")
+    token.add_argument("--sub", default="dev-user", help="the user id (JWT sub)")
+    token.add_argument("--email", default="dev@example.com")
+    token.add_argument("--org", action="append", default=[], metavar="ORG[:ROLE]",
+                       help="an organization and the user's role in it (admin, the default, or member); repeatable")
+    token.add_argument("--support", action="store_true", help="give the support role")
+    token.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
+    token.add_argument("--private-key", type=Path, help="RS256 private key (PEM) when tokens are RS256")
+
+    support = commands.add_parser("support", help="support operations").add_subparsers(
+        dest="support_command", required=True, metavar="OPERATION")
+    enable = _command(support, "enable-reseller", _enable_reseller, "enable an organization as a reseller")
+    enable.add_argument("org_id")
+    enable.add_argument("--name", help="the reseller's name (required the first time)")
+    disable = _command(support, "disable-reseller", _disable_reseller, "disable a reseller")
+    disable.add_argument("org_id")
+    exempt = _command(support, "tax-exempt", _tax_exempt, "mark a reseller tax-exempt, or revoke it")
+    exempt.add_argument("org_id")
+    group = exempt.add_mutually_exclusive_group(required=True)
+    group.add_argument("--reason", help="why (for example the exemption certificate number)")
+    group.add_argument("--revoke", action="store_true")
+    return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace, Settings], int],
+             help_text: str) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=help_text, description=help_text)
+    command.add_argument("--data-dir", type=Path, help="where the embedded default keeps its files (LEDGER_DATA_DIR)")
+    command.set_defaults(run=run)
+    return command
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from service.bootstrap import bootstrap
+
+    if args.workers > 1:
+        if not settings.uses_postgres:
+            raise SettingsError("--workers > 1 needs PostgreSQL (LEDGER_DATABASE_URL): SQLite serves one process")
+        uvicorn.run("api.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers)
+        return 0
+    services = bootstrap(settings)
+    if settings.seeds_sandbox:
+        _announce_sandbox(services, args)
+    uvicorn.run(create_app(services, close_on_shutdown=True), host=args.host, port=args.port)
+    return 0
+
+
+def _announce_sandbox(services: Services, args: argparse.Namespace) -> None:
+    from service import sandbox
+    from service.tokens import mint, token_keys
+
+    seeded = sandbox.seed(services.ledger)
+    keys = token_keys(services.settings, services.development_secret)
+    if keys.signing_key is None:
+        return
+    admin = mint(keys, sub="sandbox-admin", email="admin@sandbox.example",
+                 orgs=[{"id": sandbox.SANDBOX_ORG, "role": "admin"}], roles=[], ttl_seconds=12 * 3600)
+    base = f"http://{args.host}:{args.port}"
+    print(f"""
+Sandbox {'seeded' if seeded else 'ready'}: reseller {sandbox.SANDBOX_ORG} with a card on file (simulated payments).
+  API docs:  {base}/docs
+  Try:       curl -H "Authorization: Bearer $TOKEN" {base}/v1/resellers/{sandbox.SANDBOX_ORG}/billing
+  TOKEN={admin}
+  More tokens: ledger token --org ORG  (or --support)
+""", flush=True)
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from service.bootstrap import development_secret
+    from service.tokens import mint, token_keys
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = token_keys(settings, development_secret(settings.data_dir))
+    orgs = []
+    for spec in args.org:
+        org_id, _, role = spec.partition(":")
+        if not org_id or role not in ("", "admin", "member"):
+            raise SettingsError(f"--org {spec!r}: expected ORG or ORG:admin or ORG:member")
+        orgs.append({"id": org_id, "role": role or "admin"})
+    private_key = args.private_key.read_text() if args.private_key else None
+    print(mint(keys, sub=args.sub, email=args.email, orgs=orgs, roles=["support"] if args.support else [],
+               ttl_seconds=args.ttl, signing_key=private_key))
+    return 0
+
+
+def _with_ledger(settings: Settings, work: Callable[[Ledger], None]) -> int:
+    from service.bootstrap import bootstrap
+
+    services = bootstrap(settings)
+    try:
+        work(services.ledger)
+    finally:
+        services.close()
+    return 0
+
+
+def _cli_actor() -> str:
+    return CLI_ACTOR_PREFIX + (os.environ.get("USER") or "unknown")
+
+
+def _enable_reseller(args: argparse.Namespace, settings: Settings) -> int:
+    def work(ledger: Ledger) -> None:
+        outcome = ledger.enable_reseller(args.org_id, name=args.name, actor=_cli_actor())
+        reseller = outcome.aggregate
+        print(f"{reseller.org_id} ({reseller.name}) is {'enabled' if reseller.enabled else 'disabled'} as a reseller")
+
+    return _with_ledger(settings, work)
+
+
+def _disable_reseller(args: argparse.Namespace, settings: Settings) -> int:
+    def work(ledger: Ledger) -> None:
+        ledger.disable_reseller(args.org_id, actor=_cli_actor())
+        print(f"{args.org_id} is disabled as a reseller")
+
+    return _with_ledger(settings, work)
+
+
+def _tax_exempt(args: argparse.Namespace, settings: Settings) -> int:
+    def work(ledger: Ledger) -> None:
+        ledger.set_tax_exemption(args.org_id, exempt=not args.revoke, reason=args.reason or "", actor=_cli_actor())
+        print(f"{args.org_id} is {'no longer ' if args.revoke else ''}tax-exempt")
+
+    return _with_ledger(settings, work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Typed settings, read once at start-up from the environment (and a .env file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    database_schema: str = "public"
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    quote_secret: SecretStr | None = None
+    clock: Literal["system", "sandbox"] = "system"
+    payments: Literal["simulated", "stripe"] = "simulated"
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    smtp_url: str | None = None
+    catalog: Path | None = None
+    sandbox_data: bool | None = None
+    """Seed a sandbox reseller on an empty store. Default: on for the embedded default, off on PostgreSQL."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return url or None
+
+    @field_validator("database_schema")
+    @classmethod
+    def _plain_schema(cls, schema: str) -> str:
+        if not schema.isidentifier() or not schema.isascii():
+            raise ValueError("must be a plain SQL identifier")
+        return schema
+
+    @model_validator(mode="after")
+    def _stripe_needs_keys(self) -> Settings:
+        if self.payments == "stripe" and self.stripe_secret_key is None:
+            raise ValueError("LEDGER_PAYMENTS=stripe needs LEDGER_STRIPE_SECRET_KEY")
+        return self
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url is not None
+
+    @property
+    def seeds_sandbox(self) -> bool:
+        return self.sandbox_data if self.sandbox_data is not None else not self.uses_postgres
+
+
+class SettingsError(Exception):
+    """The environment holds a setting the service cannot use."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        problems = "; ".join(
+            f"LEDGER_{'_'.join(str(part) for part in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SettingsError(problems) from None
