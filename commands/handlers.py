@@ -107,9 +107,13 @@ class _Payer:
         if bill.total_cents == 0:
             return None
         card = self._reseller.require_billing_info()
+        # The same change on the same basis gets the same key, so a retry never charges twice; the
+        # reseller's version is part of the basis because a recorded decline or a new card bumps it,
+        # and a processor replays a declined key's decline.
         invoice_id = uuid5(
             NAMESPACE_URL,
-            f"/invoices/{self._subscription_id}/{self._basis_version}/{self._purpose}/{bill.quantity}/{bill.total_cents}",
+            f"/invoices/{self._subscription_id}/{self._basis_version}/{self._reseller.version}/{self._purpose}"
+            f"/{bill.quantity}/{bill.total_cents}",
         )
         try:
             reference = self._gateway.charge(
