@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import catalog, resellers, subscriptions, support
+from api.routes import catalog, portal, resellers, subscriptions, support
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
 from service.tokens import token_keys
@@ -20,10 +20,16 @@ Authenticate with `Authorization: Bearer <JWT>`. Errors are RFC 9457 `applicatio
 stable `code`. Every POST accepts an `Idempotency-Key` header."""
 
 
-def create_app(services: Services, *, close_on_shutdown: bool = False) -> FastAPI:
+def create_app(services: Services, *, close_on_shutdown: bool = False, run_followers: bool = False) -> FastAPI:
+    """``run_followers``: keep the projections caught up in this process (the embedded default)."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if run_followers:
+            services.read_side.start()
         yield
+        if run_followers:
+            services.read_side.stop()
         if close_on_shutdown:
             services.close()
 
@@ -32,7 +38,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = False) -> FastAP
     app.state.services = services
     app.state.token_keys = token_keys(services.settings, services.development_secret)
     errors.install(app)
-    for module in (catalog, support, resellers, subscriptions):
+    for module in (catalog, support, resellers, portal, subscriptions):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness")

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.security import Unauthenticated
-from commands.errors import PaymentUnavailable
+from commands.errors import PaymentUnavailable, ProjectionLagging
 from ledger.errors import DomainError, PaymentDeclined, ValidationFailed
 
 log = logging.getLogger("ledger.api")
@@ -29,6 +29,7 @@ STATUS_OF_CODE = {
     "forbidden": 403,
     "unauthenticated": 401,
     "payment_unavailable": 503,
+    "projection_lagging": 503,
 }
 TITLES = {
     400: "Bad request", 401: "Unauthenticated", 402: "Payment declined", 403: "Forbidden", 404: "Not found",
@@ -56,6 +57,8 @@ def install(app: FastAPI) -> None:
             extra["decline_code"] = error.decline_code
         if isinstance(error, PaymentUnavailable):
             headers = {"Retry-After": str(error.retry_after_seconds)}
+        if isinstance(error, ProjectionLagging):
+            headers = {"Retry-After": "1"}
         return problem(STATUS_OF_CODE.get(error.code, 409), error.code, error.detail, headers, **extra)
 
     @app.exception_handler(Unauthenticated)

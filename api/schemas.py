@@ -176,3 +176,30 @@ class BusinessIdOut(BaseModel):
 
 class BusinessIdsOut(BaseModel):
     items: list[BusinessIdOut]
+
+
+class CustomerRowOut(BaseModel):
+    subscription_id: UUID
+    customer: str
+    type: str
+    plan: str
+    plan_name: str
+    billing_cycle: str
+    status: str
+    seats: int
+    pending_seats: int | None
+    current_period_start: datetime
+    current_period_end: datetime
+
+
+class CustomerTableOut(BaseModel):
+    items: list[CustomerRowOut]
+    next_cursor: str | None
+    total: int
+
+
+class SummaryOut(BaseModel):
+    total_customers: int
+    active: int
+    canceled: int
+    total_seats: int

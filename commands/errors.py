@@ -28,10 +28,18 @@ class ConcurrentChange(DomainError):
 
 
 class PaymentUnavailable(DomainError):
-    """The payment processor could not be reached or asked us to slow down; nothing was charged."""
+    """The payment processor could not be reached, or asked us to slow down. The charge may or may not
+    have happened: retrying the same request (same basis, so the same processor idempotency key) is safe
+    and settles it; a charge nobody retries is found by reconciliation."""
 
     code = "payment_unavailable"
 
     def __init__(self, detail: str, retry_after_seconds: int = 5) -> None:
         super().__init__(detail)
         self.retry_after_seconds = retry_after_seconds
+
+
+class ProjectionLagging(DomainError):
+    """A read asked to include a change that the read model has not reached within the wait."""
+
+    code = "projection_lagging"

@@ -190,7 +190,7 @@ class Ledger:
                 billing_email=billing_email, country=country, at=attempt.at, actor=attempt.actor,
                 save_card=lambda customer: self.gateway.save_card(
                     reseller_org_id=org_id, payment_method=payment_method, billing_email=billing_email,
-                    customer=customer),
+                    customer=customer, idempotency_key=f"ledger-customer-{org_id}-{reseller.version}"),
             )
             return reseller
 

@@ -45,9 +45,10 @@ class PaymentGateway(Protocol):
     name: str
 
     def save_card(self, *, reseller_org_id: str, payment_method: str, billing_email: str,
-                  customer: str | None) -> CardOnFile:
-        """Attach the payment method to the reseller's processor customer (created if ``customer`` is
-        None) as its default card."""
+                  customer: str | None, idempotency_key: str) -> CardOnFile:
+        """Attach the payment method to the reseller's processor customer as its default card. When
+        ``customer`` is None one is created, once per idempotency key, so a retry or a refused card
+        never leaves a second customer behind."""
 
     def charge(self, *, customer: str, payment_method: str, amount_cents: int, currency: str,
                idempotency_key: str, metadata: Mapping[str, str]) -> str:
@@ -58,10 +59,12 @@ class PaymentGateway(Protocol):
         """Refund part or all of a charge. Returns the refund's reference."""
 
     def list_charges(self, *, created_from: datetime, created_to: datetime) -> list[ProcessorCharge]:
-        """Successful charges created in [from, to)."""
+        """Successful charges created in [from, to), oldest first."""
 
     def list_refunds(self, *, created_from: datetime, created_to: datetime) -> list[ProcessorRefund]:
-        """Refunds created in [from, to)."""
+        """Refunds created in [from, to), oldest first."""
+
+    def close(self) -> None: ...
 
 
 class Locks(Protocol):

@@ -21,6 +21,8 @@ from commands.locks import PostgresAdvisoryLocks, ThreadLocks
 from commands.ports import Clock, Locks, PaymentGateway
 from commands.quotes import QuoteSigner
 from ledger.catalog import Catalog, CatalogError
+from projections.cursors import CursorSigner
+from projections.deployment import ReadSide, ViewLocation
 from service.settings import Settings, SettingsError
 
 
@@ -32,6 +34,8 @@ class Services:
     app: LedgerApplication
     gateway: PaymentGateway
     ledger: Ledger
+    read_side: ReadSide
+    cursors: CursorSigner
     development_secret: bytes
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -60,7 +64,16 @@ def bootstrap(settings: Settings) -> Services:
     quote_key = settings.quote_secret.get_secret_value().encode() if settings.quote_secret else secret
     ledger = Ledger(app, catalog=catalog, clock=clock, gateway=gateway, locks=locks,
                     quotes=QuoteSigner(hmac.new(quote_key, b"ledger quotes", hashlib.sha256).digest()))
-    return Services(settings, catalog, clock, app, gateway, ledger, secret, closers)
+    read_side = ReadSide(app, view_location(settings))
+    closers.append(read_side.close)
+    cursors = CursorSigner(hmac.new(quote_key, b"ledger cursors", hashlib.sha256).digest())
+    return Services(settings, catalog, clock, app, gateway, ledger, read_side, cursors, secret, closers)
+
+
+def view_location(settings: Settings) -> ViewLocation:
+    if settings.database_url:
+        return ViewLocation(conninfo=settings.database_url, schema=settings.database_schema)
+    return ViewLocation(folder=settings.data_dir / "views")
 
 
 def load_catalog(path: Path | None) -> Catalog:

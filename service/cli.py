@@ -91,7 +91,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     services = bootstrap(settings)
     if settings.seeds_sandbox:
         _announce_sandbox(services, args)
-    uvicorn.run(create_app(services, close_on_shutdown=True), host=args.host, port=args.port)
+    uvicorn.run(create_app(services, close_on_shutdown=True, run_followers=not settings.uses_postgres),
+                host=args.host, port=args.port)
     return 0
 
 

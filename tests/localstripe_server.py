@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 # The child binds port 0 itself and reports the port it got, so two runs never race for a port.
 _CHILD = """
+import os
 import socket
 from aiohttp import web
 from localstripe import resources
@@ -24,6 +25,7 @@ resources.Store.dump_to_disk = lambda self: None
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.bind(("127.0.0.1", 0))
 print(sock.getsockname()[1], flush=True)
+os.dup2(2, 1)  # nothing more on the pipe: nobody reads it
 web.run_app(app, sock=sock, print=None, access_log=None)
 """
 

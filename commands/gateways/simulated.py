@@ -78,7 +78,7 @@ class SimulatedGateway:
     # --- the port -----------------------------------------------------------------------------
 
     def save_card(self, *, reseller_org_id: str, payment_method: str, billing_email: str,
-                  customer: str | None) -> CardOnFile:
+                  customer: str | None, idempotency_key: str) -> CardOnFile:
         card = TEST_CARDS.get(payment_method)
         if card is None:
             raise ValidationFailed(
@@ -89,9 +89,13 @@ class SimulatedGateway:
         if card.refused_when_saved:
             raise PaymentDeclined("Your card was declined.", card.refused_when_saved)
         with self._transaction() as db:
-            if customer is None or not db.execute("SELECT 1 FROM customers WHERE id = ?", (customer,)).fetchone():
+            if customer is None:
+                customer = self._replay(db, idempotency_key, _canonical(["customer", reseller_org_id]))
+            if customer is None:
                 customer = _new_id("cus_sim")
                 db.execute("INSERT INTO customers VALUES (?, ?, ?, NULL)", (customer, reseller_org_id, billing_email))
+                db.execute("INSERT INTO idempotency VALUES (?, ?, ?)",
+                           (idempotency_key, _canonical(["customer", reseller_org_id]), customer))
             method_id = _new_id("pm_sim")
             db.execute("INSERT INTO payment_methods VALUES (?, ?, ?)", (method_id, customer, payment_method))
             db.execute("UPDATE customers SET email = ?, default_payment_method = ? WHERE id = ?",

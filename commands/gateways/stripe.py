@@ -42,11 +42,12 @@ class StripeGateway:
         return cls(client, http_client=http_client)
 
     def save_card(self, *, reseller_org_id: str, payment_method: str, billing_email: str,
-                  customer: str | None) -> CardOnFile:
+                  customer: str | None, idempotency_key: str) -> CardOnFile:
         if customer is None:
             with _port_errors():
                 customer = self._v1.customers.create(
-                    params={"email": billing_email, "metadata": {"reseller_org_id": reseller_org_id}}).id
+                    params={"email": billing_email, "metadata": {"reseller_org_id": reseller_org_id}},
+                    options={"idempotency_key": idempotency_key}).id
         with _port_errors(unknown="payment_method"):
             # Stripe may refuse the card here (402), before it becomes the default.
             method = self._v1.payment_methods.attach(payment_method, params={"customer": customer})
@@ -90,21 +91,21 @@ class StripeGateway:
     def list_charges(self, *, created_from: datetime, created_to: datetime) -> list[ProcessorCharge]:
         with _port_errors():
             charges = self._v1.charges.list(params={"created": _range(created_from, created_to), "limit": 100})
-            return [
+            return sorted((
                 ProcessorCharge(c.payment_intent or c.id, c.amount, c.currency.upper(), c.status,
                                 _instant(c.created), c.metadata.to_dict(), c.amount_refunded)
                 for c in charges.auto_paging_iter() if c.status == "succeeded"
-            ]
+            ), key=_oldest_first)
 
     def list_refunds(self, *, created_from: datetime, created_to: datetime) -> list[ProcessorRefund]:
         with _port_errors():
             refunds = self._v1.refunds.list(params={"created": _range(created_from, created_to), "limit": 100})
-            return [
+            return sorted((
                 ProcessorRefund(r.id, r.payment_intent or r.charge, r.amount, r.currency.upper(),
                                 _instant(r.created), r.metadata.to_dict())
                 # A failed or canceled refund gave nothing back.
                 for r in refunds.auto_paging_iter() if r.status not in ("failed", "canceled")
-            ]
+            ), key=_oldest_first)
 
     def close(self) -> None:
         if self._http_client is not None:
@@ -135,13 +136,19 @@ def _port_errors(*, unknown: str | None = None) -> Iterator[None]:
             raise PaymentUnavailable("the payment processor asks us to slow down", 2) from error
         if isinstance(error, stripe.APIConnectionError) or (
                 isinstance(error, stripe.APIError) and (status is None or status == 409 or status >= 500)):
-            raise PaymentUnavailable(f"the payment processor is unavailable: {message}") from error
+            raise PaymentUnavailable(f"the payment processor is unavailable ({type(error).__name__}); "
+                                     f"retry later") from error
         raise
 
 
 def _range(created_from: datetime, created_to: datetime) -> dict[str, int]:
     # Stripe's times are whole seconds: t >= from and t < to for an integer t.
     return {"gte": math.ceil(created_from.timestamp()), "lt": math.ceil(created_to.timestamp())}
+
+
+def _oldest_first(listed: ProcessorCharge | ProcessorRefund) -> datetime:
+    # Stripe lists newest first; the simulated gateway, oldest first.
+    return listed.created
 
 
 def _instant(timestamp: int) -> datetime:

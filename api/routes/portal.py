@@ -1,0 +1,53 @@
+"""The portal's home page: the customer table and the summary cards, read from projections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import ResellerAdmin, ServicesDep
+from api.schemas import CustomerRowOut, CustomerTableOut, SummaryOut
+from commands.errors import ProjectionLagging
+from projections import customer_table, summary
+from projections.customer_table import queries
+from service.bootstrap import Services
+
+router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["portal"])
+
+READ_YOUR_WRITES_SECONDS = 5.0
+After = Annotated[int | None, Query(ge=0, description="Wait (up to 5 s) until the view includes this log "
+                                                      "position: the X-Ledger-Position of your last change")]
+
+
+def _caught_up(services: Services, after: int | None, view: str) -> None:
+    if after and not services.read_side.wait_for(after, [view], READ_YOUR_WRITES_SECONDS):
+        raise ProjectionLagging(f"the {view.replace('_', ' ')} has not reached position {after} yet; retry shortly")
+
+
+@router.get("/subscriptions", response_model=CustomerTableOut,
+            summary="The customer table: subscriptions that have not expired, filtered, sorted and paged")
+def customer_rows(
+    access: ResellerAdmin,
+    services: ServicesDep,
+    status: Annotated[str | None, Query(description="active, pending, canceled or past_due")] = None,
+    plan: Annotated[str | None, Query(max_length=50)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="customer contains (case-insensitive)")] = None,
+    sort: Annotated[str, Query(description="customer, created_at, current_period_start, current_period_end, "
+                                           "seats, status or plan; prefix - for descending")] = "customer",
+    limit: Annotated[int, Query(description="1 to 200")] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    after: After = None,
+) -> CustomerTableOut:
+    _caught_up(services, after, customer_table.NAME)
+    found = queries.page(services.read_side.db(customer_table.NAME), services.cursors,
+                         reseller_org_id=access.org_id, status=status, plan=plan, q=q or None, sort=sort,
+                         limit=limit, cursor=cursor)
+    return CustomerTableOut(items=[CustomerRowOut(**row) for row in found.items], next_cursor=found.next_cursor,
+                            total=found.total)
+
+
+@router.get("/summary", response_model=SummaryOut, summary="The summary cards over subscriptions not expired")
+def summary_cards(access: ResellerAdmin, services: ServicesDep, after: After = None) -> SummaryOut:
+    _caught_up(services, after, summary.NAME)
+    return SummaryOut(**vars(summary.cards(services.read_side.db(summary.NAME), access.org_id)))

@@ -1,0 +1,115 @@
+"""The customer table of the reseller portal: one row per subscription that has not expired."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import astuple, dataclass, fields, replace
+from typing import Any
+
+from ledger import events
+from ledger.subscription import ACTIVE, CANCELED, PAST_DUE, PENDING
+from projections.log import Recorded
+from projections.runner import UnhandledEvent
+from projections.store import Cursor, select_by_keys
+
+NAME = "customer_table"
+
+
+@dataclass(frozen=True)
+class Row:
+    subscription_id: str
+    reseller_org_id: str
+    customer: str
+    customer_search: str
+    type: str
+    plan: str
+    plan_name: str
+    billing_cycle: str
+    status: str
+    seats: int
+    pending_seats: int | None
+    canceled: int
+    past_due: int
+    current_period_start: str
+    current_period_end: str
+    created_at: str
+
+    def with_status(self, **changes: Any) -> Row:
+        row = replace(self, **changes)
+        return replace(row, status=CANCELED if row.canceled else PAST_DUE if row.past_due
+                       else PENDING if row.pending_seats is not None else ACTIVE)
+
+
+COLUMNS = tuple(f.name for f in fields(Row))
+
+
+def _created(_: Row | None, e: Any) -> Row:
+    customer = e.organization_name if e.subscription_type == "organization" else e.end_user_email
+    return Row(str(e.originator_id), e.reseller_org_id, customer, customer.lower(), e.subscription_type, e.plan,
+               e.plan_name, e.billing_cycle, ACTIVE, e.seats, None, 0, 0, events.iso(e.period_start),
+               events.iso(e.period_end), events.iso(e.timestamp))
+
+
+def _renewed(row: Row, e: Any) -> Row:
+    return row.with_status(seats=e.seats_after, pending_seats=None, past_due=0,
+                           current_period_start=events.iso(e.period_start), current_period_end=events.iso(e.period_end))
+
+
+CHANGES: dict[str, Callable[[Any, Any], Row | None]] = {
+    "SubscriptionCreated": _created,
+    "SeatsIncreased": lambda row, e: row.with_status(seats=e.seats_after),
+    "SeatDecreaseScheduled": lambda row, e: row.with_status(pending_seats=e.pending_seats),
+    "SeatDecreaseWithdrawn": lambda row, e: row.with_status(pending_seats=None),
+    "Canceled": lambda row, e: row.with_status(canceled=1),
+    "Resumed": lambda row, e: row.with_status(canceled=0),
+    "Renewed": _renewed,
+    "RenewalPaymentFailed": lambda row, e: row.with_status(past_due=1),
+    "Expired": lambda row, e: None,
+}
+
+
+class CustomerTable:
+    name = NAME
+
+    def create_tables(self, cursor: Cursor) -> None:
+        cursor.execute(f"""CREATE TABLE IF NOT EXISTS customer_table (
+            subscription_id TEXT PRIMARY KEY, reseller_org_id TEXT NOT NULL, customer TEXT NOT NULL,
+            customer_search TEXT NOT NULL, type TEXT NOT NULL, plan TEXT NOT NULL, plan_name TEXT NOT NULL,
+            billing_cycle TEXT NOT NULL, status TEXT NOT NULL, seats INTEGER NOT NULL, pending_seats INTEGER,
+            canceled INTEGER NOT NULL, past_due INTEGER NOT NULL, current_period_start TEXT NOT NULL,
+            current_period_end TEXT NOT NULL, created_at TEXT NOT NULL)""")
+        for column in ("customer_search", "created_at", "current_period_end", "seats", "status", "plan"):
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS customer_table_by_{column} "
+                           f"ON customer_table (reseller_org_id, {column}, subscription_id)")
+
+    def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
+        mine = [r for r in batch if r.stream_type == "Subscription"]
+        if not mine:
+            return
+        rows = self._load(cursor, {str(r.stream_id) for r in mine})
+        for recorded in mine:
+            change = CHANGES.get(recorded.type)
+            if change is None:
+                raise UnhandledEvent(f"the customer table does not know {recorded.type} events")
+            key = str(recorded.stream_id)
+            if rows.get(key) is None and recorded.type != "SubscriptionCreated":
+                raise UnhandledEvent(f"no row for subscription {key}: its creation was never seen")
+            rows[key] = change(rows.get(key), recorded.event)
+        gone = [(key,) for key, row in rows.items() if row is None]
+        kept = [astuple(row) for row in rows.values() if row is not None]
+        if gone:
+            cursor.executemany("DELETE FROM customer_table WHERE subscription_id = ?", gone)
+        if kept:
+            assignments = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+            cursor.executemany(f"INSERT INTO customer_table ({', '.join(COLUMNS)}) VALUES "
+                               f"({', '.join('?' * len(COLUMNS))}) ON CONFLICT (subscription_id) DO UPDATE SET "
+                               f"{assignments}", kept)
+
+    def rows(self, cursor: Cursor) -> Iterable[tuple[Any, ...]]:
+        cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM customer_table ORDER BY subscription_id")
+        return [tuple(row) for row in cursor.fetchall()]
+
+    @staticmethod
+    def _load(cursor: Cursor, keys: set[str]) -> dict[str, Row | None]:
+        found = select_by_keys(cursor, f"SELECT {', '.join(COLUMNS)} FROM customer_table WHERE subscription_id IN", keys)
+        return {values[0]: Row(*values) for values in found}

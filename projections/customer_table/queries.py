@@ -1,0 +1,64 @@
+"""Reading the customer table: filters, sort, keyset pagination and the total."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.errors import ValidationFailed
+from projections.cursors import CursorSigner
+from projections.store import ViewDatabase
+
+SORTABLE = {"customer": "customer_search", "created_at": "created_at", "current_period_end": "current_period_end",
+            "current_period_start": "current_period_start", "seats": "seats", "status": "status", "plan": "plan"}
+STATUSES = ("active", "pending", "canceled", "past_due")
+OUT = ("subscription_id", "customer", "type", "plan", "plan_name", "billing_cycle", "status", "seats",
+       "pending_seats", "current_period_start", "current_period_end")
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    total: int
+
+
+def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, status: str | None = None,
+         plan: str | None = None, q: str | None = None, sort: str = "customer", limit: int = 50,
+         cursor: str | None = None) -> Page:
+    descending = sort.startswith("-")
+    column = SORTABLE.get(sort.removeprefix("-"))
+    if column is None:
+        raise ValidationFailed("sort", f"sort by one of {', '.join(SORTABLE)} (prefix - for descending)")
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed("status", f"status is one of {', '.join(STATUSES)}")
+    if not 1 <= limit <= 200:
+        raise ValidationFailed("limit", "limit is from 1 to 200")
+    where, params = ["reseller_org_id = ?"], [reseller_org_id]
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if plan:
+        where.append("plan = ?")
+        params.append(plan)
+    if q:
+        where.append("customer_search LIKE ? ESCAPE '\\'")
+        params.append("%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    query = {"reseller": reseller_org_id, "status": status, "plan": plan, "q": q, "sort": sort}
+    page_where, page_params = list(where), list(params)
+    if cursor:
+        last_value, last_id = signer.read(cursor, query)
+        page_where.append(f"({column}, subscription_id) {'<' if descending else '>'} (?, ?)")
+        page_params += [last_value, last_id]
+    order = "DESC" if descending else "ASC"
+    with db.snapshot() as read:
+        read.execute(f"SELECT COUNT(*) FROM customer_table WHERE {' AND '.join(where)}", params)
+        total = int(read.fetchone()[0])
+        read.execute(f"SELECT {', '.join(OUT)}, {column} FROM customer_table WHERE {' AND '.join(page_where)} "
+                     f"ORDER BY {column} {order}, subscription_id {order} LIMIT ?", [*page_params, limit + 1])
+        found = read.fetchall()
+    more = len(found) > limit
+    found = found[:limit]
+    items = [dict(zip(OUT, row[:-1])) for row in found]
+    next_cursor = signer.issue(query, [found[-1][-1], found[-1][0]]) if more else None
+    return Page(items, next_cursor, total)

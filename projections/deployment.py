@@ -1,0 +1,85 @@
+"""The read side of a deployment: every projection, where its view lives, and its follower."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from commands.application import LedgerApplication
+from projections.customer_table import CustomerTable
+from projections.log import EventLog, NewsWaiter
+from projections.runner import Follower, FollowerThread, Projection
+from projections.store import PostgresViews, SQLiteViews, ViewDatabase
+from projections.summary import Summary
+
+
+def all_projections() -> list[Projection]:
+    return [CustomerTable(), Summary()]
+
+
+class ViewLocation:
+    """Where views are kept: SQLite files in a folder (one per view), or one PostgreSQL schema."""
+
+    def __init__(self, *, folder: Path | None = None, conninfo: str | None = None, schema: str = "public") -> None:
+        if (folder is None) == (conninfo is None):
+            raise ValueError("views live either in a folder or in PostgreSQL")
+        self.folder, self.conninfo, self.schema = folder, conninfo, schema
+        self._shared: PostgresViews | None = None
+
+    def open(self, projection_name: str) -> ViewDatabase:
+        if self.folder is not None:
+            return SQLiteViews(self.folder / f"{projection_name}.sqlite")
+        if self._shared is None:
+            assert self.conninfo is not None
+            self._shared = PostgresViews(self.conninfo, self.schema)
+        return self._shared
+
+
+class ReadSide:
+    def __init__(self, app: LedgerApplication, location: ViewLocation,
+                 projections: Sequence[Projection] | None = None, *, batch_size: int = 500) -> None:
+        self.app = app
+        self.log = EventLog(app)
+        self.location = location
+        self.followers = {
+            p.name: Follower(self.log, p, location.open(p.name), batch_size=batch_size)
+            for p in (projections if projections is not None else all_projections())
+        }
+        self._threads: list[FollowerThread] = []
+
+    def db(self, name: str) -> ViewDatabase:
+        return self.followers[name].db
+
+    def catch_up(self, progress: Callable[[int], None] | None = None) -> None:
+        for follower in self.followers.values():
+            follower.catch_up(progress=progress)
+
+    def start(self, *, poll_seconds: float = 0.25) -> None:
+        """Follow the log in background threads, one per projection."""
+        for follower in self.followers.values():
+            thread = FollowerThread(follower, NewsWaiter(self.app, self.location.conninfo), poll_seconds=poll_seconds)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        for thread in self._threads:
+            thread.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+
+    def stopped_errors(self) -> list[str]:
+        return [str(thread.error) for thread in self._threads if thread.error is not None]
+
+    def wait_for(self, position: int, names: Sequence[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(self.followers[name].wait_for(position, max(0.0, deadline - time.monotonic())) for name in names)
+
+    def close(self) -> None:
+        self.stop()
+        closed: set[int] = set()
+        for follower in self.followers.values():
+            if id(follower.db) not in closed:
+                follower.db.close()
+                closed.add(id(follower.db))

@@ -1,0 +1,141 @@
+"""Reading the event log in order, for followers, exports and auditors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+from commands.application import LedgerApplication
+from ledger import events
+
+log = logging.getLogger("ledger.log")
+
+
+class UndecodableEvent(Exception):
+    """An event in the log that this version of the service cannot read."""
+
+    def __init__(self, position: int, topic: str, reason: str) -> None:
+        super().__init__(f"event #{position} ({topic}) cannot be read: {reason}")
+        self.position = position
+        self.topic = topic
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A domain event and where it sits: its global position, its stream and its version there."""
+
+    position: int
+    event: Any
+
+    @property
+    def stream_id(self) -> UUID:
+        return self.event.originator_id
+
+    @property
+    def version(self) -> int:
+        return self.event.originator_version
+
+    @property
+    def type(self) -> str:
+        return events.type_name(self.event)
+
+    @property
+    def stream_type(self) -> str:
+        return events.aggregate_name(self.event)
+
+    def describe(self) -> str:
+        return f"#{self.position} {self.type} of {self.stream_type} {self.stream_id} v{self.version}"
+
+    def as_record(self) -> dict[str, Any]:
+        """The documented, stable export format of one event (see docs/event-export.md)."""
+        return {
+            "position": self.position,
+            "stream_id": str(self.stream_id),
+            "stream_type": self.stream_type,
+            "version": self.version,
+            "type": self.type,
+            "occurred_at": events.iso(self.event.timestamp),
+            "actor": events.actor_of(self.event),
+            "data": events.facts(self.event),
+        }
+
+
+class EventLog:
+    def __init__(self, app: LedgerApplication) -> None:
+        self.app = app
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def read(self, after: int, limit: int) -> list[Recorded]:
+        notifications = self.app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+        recorded = []
+        for notification in notifications:
+            try:
+                domain_event = self.app.mapper.to_domain_event(notification)
+            except Exception as error:  # any failure to decode is reported with the event's place
+                raise UndecodableEvent(notification.id, notification.topic, f"{type(error).__name__}: {error}") from error
+            recorded.append(Recorded(notification.id, domain_event))
+        return recorded
+
+    def positions_of(self, stream_id: UUID) -> dict[int, int]:
+        """Version → global position for one stream. The library has no query for this, so it reads
+        its tables: the SQLite rowid and the PostgreSQL notification_id are the positions."""
+        recorder = self.app.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT originator_version, rowid FROM {recorder.events_table_name} "
+                               "WHERE originator_id = ?", (str(stream_id),))
+                return {row[0]: row[1] for row in cursor.fetchall()}
+        if isinstance(recorder, PostgresApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT originator_version, notification_id FROM {recorder.events_table_name} "
+                               "WHERE originator_id = %s", (stream_id,))
+                return {row["originator_version"]: row["notification_id"] for row in cursor.fetchall()}
+        raise TypeError(f"no positions from a {type(recorder).__name__}")
+
+    def history(self, stream_id: UUID) -> list[Recorded]:
+        positions = self.positions_of(stream_id)
+        return [Recorded(positions[e.originator_version], e) for e in self.app.events.get(stream_id)]
+
+
+class NewsWaiter:
+    """Waits for new events: saves in this process wake it at once; on PostgreSQL, so do other
+    processes' saves (LISTEN on the events table's channel); otherwise it times out and the caller polls."""
+
+    def __init__(self, app: LedgerApplication, conninfo: str | None = None) -> None:
+        self._app = app
+        self._listener: psycopg.Connection[Any] | None = None
+        self._channel: str | None = None
+        if conninfo and isinstance(app.recorder, PostgresApplicationRecorder):
+            self._conninfo, self._channel = conninfo, app.recorder.channel_name
+
+    def wait(self, timeout: float) -> None:
+        if self._channel is None:
+            with self._app.news:
+                self._app.news.wait(timeout)
+            return
+        try:
+            listener = self._listen()
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error as error:
+            log.warning("listening for new events failed (%s); polling instead", error)
+            self.close()
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        if self._listener is None or self._listener.closed:
+            self._listener = psycopg.connect(self._conninfo, autocommit=True)
+            self._listener.execute(f'LISTEN "{self._channel}"')
+        return self._listener
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None

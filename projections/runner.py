@@ -1,0 +1,169 @@
+"""Following the event log into a projection: batches of events, each batch with the position it
+brings the view to, in one transaction. Resumable: a restarted follower continues from the position
+its view recorded."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import psycopg
+
+from projections.log import EventLog, NewsWaiter, Recorded, UndecodableEvent
+from projections.store import (Cursor, PositionConflict, ViewDatabase, advance_position, create_positions_table,
+                               position_of)
+
+log = logging.getLogger("ledger.projections")
+
+BATCH_SIZE = 500
+# Failures of the database itself are not the event's fault: they are retried, never blamed on it.
+DATABASE_UNAVAILABLE = (sqlite3.OperationalError, psycopg.OperationalError)
+
+
+class Projection(Protocol):
+    """A read model: its tables, and how a batch of events changes them."""
+
+    name: str
+
+    def create_tables(self, cursor: Cursor) -> None: ...
+
+    def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
+        """Change the rows for these events. Raise ``UnhandledEvent`` for an event it cannot handle."""
+
+    def rows(self, cursor: Cursor) -> Iterable[tuple[Any, ...]]:
+        """Every row it holds, in a stable order (auditors compare them with a replay)."""
+
+
+class UnhandledEvent(Exception):
+    """A projection met an event it does not know how to handle: it must stop rather than skip it."""
+
+
+class ProjectionStopped(Exception):
+    def __init__(self, projection: str, recorded: Recorded | None, position: int, reason: str) -> None:
+        where = recorded.describe() if recorded else f"#{position}"
+        super().__init__(f"projection {projection} stopped at event {where}: {reason}. "
+                         f"It resumes from there once the cause is fixed.")
+        self.projection = projection
+        self.position = position
+
+
+class Follower:
+    def __init__(self, log_: EventLog, projection: Projection, db: ViewDatabase, *, batch_size: int = BATCH_SIZE) -> None:
+        self.log = log_
+        self.projection = projection
+        self.db = db
+        self.batch_size = batch_size
+        with db.transaction() as cursor:
+            create_positions_table(cursor)
+            projection.create_tables(cursor)
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    def position(self) -> int:
+        with self.db.snapshot() as cursor:
+            return position_of(cursor, self.name)
+
+    def catch_up(self, until: int | None = None, progress: Callable[[int], None] | None = None) -> int:
+        """Process every event recorded so far (or up to ``until``); returns how many were processed."""
+        processed = 0
+        while True:
+            done = self.process_batch(until)
+            if done == 0:
+                return processed
+            processed += done
+            if progress:
+                progress(done)
+
+    def process_batch(self, until: int | None = None) -> int:
+        before = self.position()
+        limit = self.batch_size if until is None else min(self.batch_size, until - before)
+        if limit <= 0:
+            return 0
+        try:
+            batch = self.log.read(before, limit)
+        except UndecodableEvent as error:
+            # Everything up to the undecodable event is processed first, so the stop is exact.
+            if error.position - 1 > before:
+                return self.process_batch(error.position - 1)
+            raise ProjectionStopped(self.name, None, error.position, str(error)) from error
+        if not batch:
+            return 0
+        try:
+            self._apply(before, batch)
+        except PositionConflict:
+            return 0
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception:
+            self._apply_one_by_one(before, batch)
+        return len(batch)
+
+    def _apply(self, before: int, batch: list[Recorded]) -> None:
+        with self.db.transaction() as cursor:
+            advance_position(cursor, self.name, before, batch[-1].position)
+            self.projection.apply(cursor, batch)
+
+    def _apply_one_by_one(self, before: int, batch: list[Recorded]) -> None:
+        """A batch failed: commit the events before the culprit, then stop at it, naming it."""
+        for recorded in batch:
+            try:
+                self._apply(before, [recorded])
+            except PositionConflict:
+                return
+            except DATABASE_UNAVAILABLE:
+                raise
+            except Exception as error:
+                raise ProjectionStopped(self.name, recorded, recorded.position,
+                                        f"{type(error).__name__}: {error}") from error
+            before = recorded.position
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Whether the view reached ``position`` within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while self.position() < position:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return True
+
+
+class FollowerThread(threading.Thread):
+    """Keeps one follower caught up until stopped; a projection that stops is logged and retried
+    after a pause, so that once its cause is fixed (a deployment) it resumes by itself."""
+
+    def __init__(self, follower: Follower, waiter: NewsWaiter, *, poll_seconds: float = 0.25,
+                 retry_seconds: float = 30.0) -> None:
+        super().__init__(name=f"projection-{follower.name}", daemon=True)
+        self.follower = follower
+        self.waiter = waiter
+        self.poll_seconds = poll_seconds
+        self.retry_seconds = retry_seconds
+        self.stopping = threading.Event()
+        self.error: ProjectionStopped | None = None
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                if self.follower.catch_up() == 0:
+                    self.waiter.wait(self.poll_seconds)
+                self.error = None
+            except ProjectionStopped as stopped:
+                if self.error is None or str(self.error) != str(stopped):
+                    log.error("%s", stopped)
+                self.error = stopped
+                self.stopping.wait(self.retry_seconds)
+            except Exception:
+                log.exception("projection %s failed; retrying", self.follower.name)
+                self.stopping.wait(self.retry_seconds)
+        self.waiter.close()
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,182 @@
+"""Where read models live: a SQLite file per view (the embedded default) or a PostgreSQL schema.
+
+Views write SQL once, with ``?`` placeholders and the SQL that SQLite and PostgreSQL share
+(``INSERT ... ON CONFLICT``, row-value comparisons); the PostgreSQL cursor translates placeholders.
+Each view's position in the event log lives in the same database, so a batch of rows and the
+position they bring the view to commit together.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+_POSITIONS = """CREATE TABLE IF NOT EXISTS projection_positions (
+    projection TEXT PRIMARY KEY, position BIGINT NOT NULL)"""
+
+
+class PositionConflict(Exception):
+    """Another follower already brought the view past this batch."""
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    @property
+    def rowcount(self) -> int: ...
+
+
+class ViewDatabase(Protocol):
+    dialect: str
+
+    def transaction(self) -> AbstractContextManager[Cursor]:
+        """A write transaction: everything in it commits together, or nothing does."""
+
+    def snapshot(self) -> AbstractContextManager[Cursor]:
+        """A read-only transaction that sees one consistent state."""
+
+    def close(self) -> None: ...
+
+
+class SQLiteViews:
+    """One SQLite file, with a connection per thread (readers never wait for the writer in WAL mode)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._local.connection = connection
+            with self._guard:
+                self._all.append(connection)
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection.cursor()
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Cursor]:
+        connection = self._connection()
+        connection.execute("BEGIN")
+        try:
+            yield connection.cursor()
+        finally:
+            connection.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self._guard:
+            for connection in self._all:
+                connection.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+class _PostgresCursor:
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(sql.replace("?", "%s"), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        return self._cursor.executemany(sql.replace("?", "%s"), rows)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+
+class PostgresViews:
+    """The views' tables in one schema of a PostgreSQL database."""
+
+    dialect = "postgres"
+
+    def __init__(self, conninfo: str, schema: str, *, pool_size: int = 4) -> None:
+        self.schema = schema
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, name=f"views-{schema}",
+                                    kwargs={"options": f"-c search_path={schema}"})
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+            yield _PostgresCursor(cursor)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Cursor]:
+        with self._pool.connection() as connection:
+            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            try:
+                with connection.transaction(), connection.cursor() as cursor:
+                    yield _PostgresCursor(cursor)
+            finally:
+                connection.isolation_level = None
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def create_positions_table(cursor: Cursor) -> None:
+    cursor.execute(_POSITIONS)
+
+
+def position_of(cursor: Cursor, projection: str) -> int:
+    cursor.execute("SELECT position FROM projection_positions WHERE projection = ?", (projection,))
+    row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def advance_position(cursor: Cursor, projection: str, before: int, after: int) -> None:
+    """Move the view from ``before`` to ``after`` in the current transaction, or refuse if it is not at
+    ``before`` any more (a second follower got there first)."""
+    if before == 0:
+        cursor.execute("INSERT INTO projection_positions (projection, position) VALUES (?, 0) "
+                       "ON CONFLICT (projection) DO NOTHING", (projection,))
+    cursor.execute("UPDATE projection_positions SET position = ? WHERE projection = ? AND position = ?",
+                   (after, projection, before))
+    if cursor.rowcount != 1:
+        raise PositionConflict(f"{projection} is no longer at position {before}")
+
+
+def select_by_keys(cursor: Cursor, select_where_key_in: str, keys: Iterable[str], chunk: int = 500) -> list[Any]:
+    """Rows for many keys, a chunk of keys per query: ``select_where_key_in`` ends with ``WHERE key IN``."""
+    ordered, rows = sorted(keys), []
+    for start in range(0, len(ordered), chunk):
+        part = ordered[start:start + chunk]
+        cursor.execute(f"{select_where_key_in} ({', '.join('?' * len(part))})", part)
+        rows.extend(cursor.fetchall())
+    return rows
