@@ -116,6 +116,11 @@ class PreviewOut(BaseModel):
 
 
 class EventOut(BaseModel):
+    """One event, in the format of `ledger export-events` (docs/event-export.md)."""
+
+    position: int = Field(description="Its place in the whole event log")
+    stream_id: UUID
+    stream_type: str
     version: int
     type: str
     occurred_at: datetime

@@ -7,7 +7,7 @@ from typing import Any
 from api.schemas import (BillingOut, CardOut, EventOut, LineOut, PreviewOut, ResellerOut, SubscriptionOut)
 from commands.handlers import Priced
 from commands.quotes import QUOTE_LIFETIME
-from ledger import events
+from projections.log import Recorded
 from ledger.reseller import Reseller
 from ledger.subscription import Subscription
 
@@ -36,10 +36,8 @@ def preview(priced: Priced) -> PreviewOut:
     )
 
 
-def event(domain_event: Any) -> EventOut:
-    return EventOut(version=domain_event.originator_version, type=events.type_name(domain_event),
-                    occurred_at=domain_event.timestamp, actor=events.actor_of(domain_event),
-                    data=events.facts(domain_event))
+def event(recorded: Recorded) -> EventOut:
+    return EventOut(**recorded.as_record())
 
 
 def billing(reseller: Reseller, tax_rate_bps: int) -> BillingOut:

@@ -19,21 +19,26 @@ def all_projections() -> list[Projection]:
 
 
 class ViewLocation:
-    """Where views are kept: SQLite files in a folder (one per view), or one PostgreSQL schema."""
+    """Where views are kept: SQLite files in a folder (one per view), or one PostgreSQL schema.
+    It owns the connections it opens."""
 
     def __init__(self, *, folder: Path | None = None, conninfo: str | None = None, schema: str = "public") -> None:
         if (folder is None) == (conninfo is None):
             raise ValueError("views live either in a folder or in PostgreSQL")
         self.folder, self.conninfo, self.schema = folder, conninfo, schema
-        self._shared: PostgresViews | None = None
+        self._opened: dict[str, ViewDatabase] = {}
 
     def open(self, projection_name: str) -> ViewDatabase:
-        if self.folder is not None:
-            return SQLiteViews(self.folder / f"{projection_name}.sqlite")
-        if self._shared is None:
-            assert self.conninfo is not None
-            self._shared = PostgresViews(self.conninfo, self.schema)
-        return self._shared
+        key = projection_name if self.folder is not None else ""
+        if key not in self._opened:
+            self._opened[key] = (SQLiteViews(self.folder / f"{projection_name}.sqlite") if self.folder is not None
+                                 else PostgresViews(self.conninfo or "", self.schema))
+        return self._opened[key]
+
+    def close(self) -> None:
+        for db in self._opened.values():
+            db.close()
+        self._opened.clear()
 
 
 class ReadSide:
@@ -78,8 +83,4 @@ class ReadSide:
 
     def close(self) -> None:
         self.stop()
-        closed: set[int] = set()
-        for follower in self.followers.values():
-            if id(follower.db) not in closed:
-                follower.db.close()
-                closed.add(id(follower.db))
+        self.location.close()

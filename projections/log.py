@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.sql import SQL, Identifier
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
@@ -91,12 +92,13 @@ class EventLog:
         if isinstance(recorder, SQLiteApplicationRecorder):
             with recorder.datastore.transaction(commit=False) as cursor:
                 cursor.execute(f"SELECT originator_version, rowid FROM {recorder.events_table_name} "
-                               "WHERE originator_id = ?", (str(stream_id),))
+                               "WHERE originator_id = ?", (stream_id.hex,))
                 return {row[0]: row[1] for row in cursor.fetchall()}
         if isinstance(recorder, PostgresApplicationRecorder):
+            table = SQL("{0}.{1}").format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
             with recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(f"SELECT originator_version, notification_id FROM {recorder.events_table_name} "
-                               "WHERE originator_id = %s", (stream_id,))
+                cursor.execute(SQL("SELECT originator_version, notification_id FROM {0} WHERE originator_id = %s")
+                               .format(table), (stream_id,))
                 return {row["originator_version"]: row["notification_id"] for row in cursor.fetchall()}
         raise TypeError(f"no positions from a {type(recorder).__name__}")
 

@@ -64,7 +64,7 @@ def bootstrap(settings: Settings) -> Services:
     quote_key = settings.quote_secret.get_secret_value().encode() if settings.quote_secret else secret
     ledger = Ledger(app, catalog=catalog, clock=clock, gateway=gateway, locks=locks,
                     quotes=QuoteSigner(hmac.new(quote_key, b"ledger quotes", hashlib.sha256).digest()))
-    read_side = ReadSide(app, view_location(settings))
+    read_side = ReadSide(app, view_location(settings), batch_size=settings.projection_batch_size)
     closers.append(read_side.close)
     cursors = CursorSigner(hmac.new(quote_key, b"ledger cursors", hashlib.sha256).digest())
     return Services(settings, catalog, clock, app, gateway, ledger, read_side, cursors, secret, closers)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TextIO
 
 from commands.handlers import Ledger
 from ledger.errors import DomainError
@@ -15,6 +20,10 @@ from service.bootstrap import Services
 from service.settings import Settings, SettingsError, load_settings
 
 CLI_ACTOR_PREFIX = "cli:"
+
+
+class UsageError(Exception):
+    """An argument the command cannot use."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args, load_settings()) or 0)
     except SettingsError as error:
         print(f"ledger: configuration error: {error}", file=sys.stderr)
+        return 2
+    except UsageError as error:
+        print(f"ledger: {error}", file=sys.stderr)
         return 2
     except DomainError as error:
         print(f"ledger: {error.code}: {error.detail}", file=sys.stderr)
@@ -52,6 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--support", action="store_true", help="give the support role")
     token.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
     token.add_argument("--private-key", type=Path, help="RS256 private key (PEM) when tokens are RS256")
+
+    _command(commands, "projections", _projections,
+             "keep the read models (and the invitation outbox) following the event log, until stopped")
+
+    replay = _command(commands, "replay", _replay,
+                      "rebuild every read model from the event log into fresh tables and compare them with the "
+                      "live ones; exit 1 on any difference")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    export = _command(commands, "export-events", _export_events,
+                      "write the event log as JSON lines (the format is in docs/event-export.md)")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--reseller", metavar="ORG", help="only this reseller's streams")
+    which.add_argument("--subscription", metavar="ID", help="only this subscription's stream")
+    export.add_argument("--output", "-o", type=Path, help="a file (default: standard output)")
 
     support = commands.add_parser("support", help="support operations").add_subparsers(
         dest="support_command", required=True, metavar="OPERATION")
@@ -84,7 +111,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.workers > 1:
         if not settings.uses_postgres:
-            raise SettingsError("--workers > 1 needs PostgreSQL (LEDGER_DATABASE_URL): SQLite serves one process")
+            raise UsageError("--workers > 1 needs PostgreSQL (LEDGER_DATABASE_URL): SQLite serves one process")
         uvicorn.run("api.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
                     workers=args.workers)
         return 0
@@ -116,6 +143,107 @@ Sandbox {'seeded' if seeded else 'ready'}: reseller {sandbox.SANDBOX_ORG} with a
 """, flush=True)
 
 
+def _projections(args: argparse.Namespace, settings: Settings) -> int:
+    from service.bootstrap import bootstrap
+
+    services = bootstrap(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    services.read_side.start()
+    print(f"following the event log into: {', '.join(services.read_side.followers)}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        services.close()
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
+    import psycopg
+
+    from projections.deployment import ViewLocation
+    from projections.replay import replay
+    from service.bootstrap import bootstrap
+
+    services = bootstrap(settings)
+    scratch = tempfile.TemporaryDirectory(prefix="replay-", dir=settings.data_dir)
+    schema = f"replay_{os.getpid()}_{int(time.time())}"
+    fresh = (ViewLocation(conninfo=settings.database_url, schema=schema) if settings.database_url
+             else ViewLocation(folder=Path(scratch.name)))
+    bar = None if args.quiet else _ProgressBar(sys.stderr)
+    try:
+        services_head = services.read_side.log.head()
+        verdicts = replay(services.read_side, fresh, progress=bar.show if bar else None)
+    finally:
+        if bar:
+            bar.finish()
+        fresh.close()
+        if settings.database_url:
+            with psycopg.connect(settings.database_url, autocommit=True) as connection:
+                connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        scratch.cleanup()
+        services.close()
+    for verdict in verdicts:
+        state = "EQUAL" if verdict.equal else f"DIFFERENT ({verdict.different_rows} rows)"
+        print(f"{verdict.projection:<20} {state:<24} {verdict.live_rows} rows at log position {verdict.position}")
+        for difference in verdict.differences:
+            print(f"    {difference}")
+    print(f"the event log holds {services_head} events")
+    equal = all(v.equal for v in verdicts)
+    print("verdict: every read model equals a replay of the event log" if equal
+          else "verdict: DIFFERENCES FOUND: the read models do not equal a replay of the event log")
+    return 0 if equal else 1
+
+
+class _ProgressBar:
+    def __init__(self, out: TextIO) -> None:
+        self._out, self._current, self._last = out, "", 0.0
+
+    def show(self, name: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if name != self._current:
+            self.finish()
+            self._current = name
+        elif now - self._last < 0.2 and done < total:
+            return
+        self._last = now
+        share = done / total if total else 1.0
+        filled = int(share * 30)
+        self._out.write(f"\r{name:<20} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} events {share:5.0%}")
+        self._out.flush()
+
+    def finish(self) -> None:
+        if self._current:
+            self._out.write("\n")
+            self._current = ""
+
+
+def _export_events(args: argparse.Namespace, settings: Settings) -> int:
+    from uuid import UUID
+
+    from projections.export import export_events
+    from service.bootstrap import bootstrap
+
+    subscription = None
+    if args.subscription:
+        try:
+            subscription = UUID(args.subscription)
+        except ValueError:
+            raise UsageError(f"--subscription {args.subscription!r} is not a subscription id") from None
+    services = bootstrap(settings)
+    try:
+        with (open(args.output, "w", encoding="utf-8") if args.output else nullcontext(sys.stdout)) as out:
+            count = export_events(services.read_side.log, out, reseller_org_id=args.reseller,
+                                  subscription_id=subscription)
+    finally:
+        services.close()
+    print(f"exported {count} events", file=sys.stderr)
+    return 0
+
+
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from service.bootstrap import development_secret
     from service.tokens import mint, token_keys
@@ -126,7 +254,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     for spec in args.org:
         org_id, _, role = spec.partition(":")
         if not org_id or role not in ("", "admin", "member"):
-            raise SettingsError(f"--org {spec!r}: expected ORG or ORG:admin or ORG:member")
+            raise UsageError(f"--org {spec!r}: expected ORG or ORG:admin or ORG:member")
         orgs.append({"id": org_id, "role": role or "admin"})
     private_key = args.private_key.read_text() if args.private_key else None
     print(mint(keys, sub=args.sub, email=args.email, orgs=orgs, roles=["support"] if args.support else [],

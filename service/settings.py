@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
     smtp_url: str | None = None
     catalog: Path | None = None
+    projection_batch_size: int = Field(500, ge=1, le=100_000)
     sandbox_data: bool | None = None
     """Seed a sandbox reseller on an empty store. Default: on for the embedded default, off on PostgreSQL."""
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api import views
-from api.deps import Idempotency, LedgerDep, ResellerAdmin
+from api.deps import Idempotency, LedgerDep, ResellerAdmin, ServicesDep
 from api.routes.common import answer, subscription_id
 from api.schemas import (CreateSubscriptionIn, EventsOut, OrderIn, PreviewOut, SeatsIn, SeatsPreviewIn,
                          SubscriptionOut)
@@ -69,6 +69,6 @@ def resume(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idemp
 
 
 @router.get("/{id}/events", response_model=EventsOut, summary="The subscription's event history, oldest first")
-def history(id: str, access: ResellerAdmin, ledger: LedgerDep) -> EventsOut:
+def history(id: str, access: ResellerAdmin, ledger: LedgerDep, services: ServicesDep) -> EventsOut:
     subscription = ledger.subscription(access.org_id, subscription_id(id))
-    return EventsOut(items=[views.event(e) for e in ledger.history(subscription.id)])
+    return EventsOut(items=[views.event(recorded) for recorded in services.read_side.log.history(subscription.id)])

@@ -1,0 +1,50 @@
+"""Writing the event log as JSON lines, in the documented format of docs/event-export.md."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TextIO
+from uuid import UUID
+
+from ledger.reseller import Reseller
+from projections.log import EventLog, Recorded
+
+PAGE = 1000
+# The streams that make up a reseller's history; request bookkeeping and the sandbox clock are not part of it.
+RESELLER_STREAMS = frozenset({"Reseller", "Subscription", "CustomerAccount", "Invoice"})
+
+
+def export_events(log: EventLog, out: TextIO, *, reseller_org_id: str | None = None,
+                  subscription_id: UUID | None = None) -> int:
+    """Write the log, or one reseller's or one subscription's part of it, oldest first. Returns the count."""
+    if subscription_id is not None:
+        chosen: Iterator[Recorded] = iter(log.history(subscription_id))
+    elif reseller_org_id is not None:
+        chosen = _of_reseller(log, reseller_org_id)
+    else:
+        chosen = _all(log)
+    count = 0
+    for recorded in chosen:
+        out.write(json.dumps(recorded.as_record(), ensure_ascii=False, separators=(",", ":")) + "\n")
+        count += 1
+    return count
+
+
+def _all(log: EventLog) -> Iterator[Recorded]:
+    after = 0
+    while batch := log.read(after, PAGE):
+        yield from batch
+        after = batch[-1].position
+
+
+def _of_reseller(log: EventLog, org_id: str) -> Iterator[Recorded]:
+    # A stream's first event names its reseller (or is the reseller), and comes before the rest of it.
+    streams = {Reseller.id_for(org_id)}
+    for recorded in _all(log):
+        if recorded.stream_type not in RESELLER_STREAMS:
+            continue
+        if recorded.version == 1 and getattr(recorded.event, "reseller_org_id", None) == org_id:
+            streams.add(recorded.stream_id)
+        if recorded.stream_id in streams:
+            yield recorded

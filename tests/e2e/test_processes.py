@@ -1,0 +1,121 @@
+"""The service as a user runs it: `ledger` processes, HTTP over loopback, kill -9."""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger.subscription import Order
+from projections import customer_table, summary
+from service.bootstrap import bootstrap
+from service.settings import load_settings
+from tests.e2e.processes import run, serving, started
+
+pytestmark = pytest.mark.e2e
+
+
+def token(env: dict[str, str], *args: str) -> dict[str, str]:
+    minted = run("token", *args, env=env)
+    assert minted.returncode == 0, minted.stderr
+    return {"Authorization": f"Bearer {minted.stdout.strip()}"}
+
+
+def test_a_reseller_is_enabled_pays_and_sees_its_table_over_http(service_env: dict[str, str]) -> None:
+    enabled = run("support", "enable-reseller", "org_e2e", "--name", "E2E Reseller", env=service_env)
+    assert enabled.returncode == 0 and "enabled" in enabled.stdout
+    admin = token(service_env, "--org", "org_e2e", "--sub", "alice")
+    # On PostgreSQL the read models follow the log in their own process, beside the API.
+    followers = started("projections", env=service_env) if "LEDGER_DATABASE_URL" in service_env else nullcontext()
+    with followers, serving(service_env) as (base, _):
+        billing = httpx.put(f"{base}/v1/resellers/org_e2e/billing", headers=admin, json={
+            "payment_method": "pm_card_visa", "billing_email": "billing@e2e.example", "country": "GB"})
+        assert billing.status_code == 200 and billing.json()["tax_rate_bps"] == 2000
+        order = {"plan": "pro", "billing_cycle": "annual", "organization_name": "Wayne Enterprises",
+                 "admin_email": "lucius@wayne.example", "seats": 10}
+        quote = httpx.post(f"{base}/v1/resellers/org_e2e/subscriptions/preview", headers=admin, json=order).json()
+        created = httpx.post(f"{base}/v1/resellers/org_e2e/subscriptions", headers=admin,
+                             json={**order, "quote_id": quote["quote_id"]})
+        assert created.status_code == 201, created.text
+        assert quote["total_cents"] == 300000 + 60000
+        position = created.headers["X-Ledger-Position"]
+        rows = httpx.get(f"{base}/v1/resellers/org_e2e/subscriptions", params={"after": position}, headers=admin)
+        assert [r["customer"] for r in rows.json()["items"]] == ["Wayne Enterprises"]
+        cards = httpx.get(f"{base}/v1/resellers/org_e2e/summary", params={"after": position}, headers=admin).json()
+        assert cards == {"total_customers": 1, "active": 1, "canceled": 0, "total_seats": 10}
+        history = httpx.get(f"{base}/v1/resellers/org_e2e/subscriptions/{created.json()['id']}/events",
+                            headers=admin).json()["items"]
+        assert [e["type"] for e in history] == ["SubscriptionCreated"] and history[0]["actor"] == "alice"
+        assert httpx.get(f"{base}/v1/resellers/org_e2e/summary", headers=token(service_env, "--org",
+                                                                               "org_e2e:member")).status_code == 403
+    exported = run("export-events", "--reseller", "org_e2e", env=service_env)
+    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 5  # enabled, billing, sub, account, invoice
+
+
+def test_the_embedded_default_starts_with_sandbox_data_and_prints_a_token(tmp_path: Path) -> None:
+    env = {"LEDGER_DATA_DIR": str(tmp_path / "data")}
+    with serving(env) as (base, process):
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=15)[0]
+    token_line = next(line for line in output.splitlines() if line.strip().startswith("TOKEN="))
+    headers = {"Authorization": f"Bearer {token_line.split('=', 1)[1]}"}
+    with serving(env) as (base, _):
+        rows = httpx.get(f"{base}/v1/resellers/org_sandbox/subscriptions", headers=headers)
+        assert rows.status_code == 200 and rows.json()["total"] == 3
+
+
+def _populate(env: dict[str, str], subscriptions: int) -> int:
+    overrides = {key.removeprefix("LEDGER_").lower(): value for key, value in env.items()}
+    services = bootstrap(load_settings(**overrides))
+    try:
+        services.ledger.enable_reseller("org_crash", name="Crash", actor="support")
+        services.ledger.set_billing_info("org_crash", payment_method="pm_card_visa", billing_email="b@c.example",
+                                         country="DE", actor="admin")
+        for n in range(subscriptions):
+            order = Order("pro", "monthly", seats=1 + n % 7, organization_name=f"Customer {n:05d}",
+                          admin_email=f"admin{n}@c.example")
+            sub_id = services.ledger.create_subscription("org_crash", order, actor="admin").aggregate.id
+            if n % 3 == 0:
+                services.ledger.change_seats("org_crash", sub_id, 20, actor="admin")
+            if n % 5 == 0:
+                services.ledger.cancel("org_crash", sub_id, actor="admin")
+        return services.read_side.log.head()
+    finally:
+        services.close()
+
+
+def _positions(env: dict[str, str]) -> dict[str, int]:
+    overrides = {key.removeprefix("LEDGER_").lower(): value for key, value in env.items()}
+    services = bootstrap(load_settings(**overrides))
+    try:
+        return {name: follower.position() for name, follower in services.read_side.followers.items()}
+    finally:
+        services.close()
+
+
+def test_killing_the_projections_mid_batch_ends_with_tables_equal_to_a_replay(service_env: dict[str, str]) -> None:
+    head = _populate(service_env, 600)
+    env = {**service_env, "LEDGER_PROJECTION_BATCH_SIZE": "25"}
+    with started("projections", env=env) as process:
+        deadline = time.monotonic() + 60
+        while not 0 < min(_positions(env).values()) < head:
+            assert time.monotonic() < deadline, "the projections never got going"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    at_kill = _positions(env)
+    assert min(at_kill.values()) < head
+    with started("projections", env=env):
+        deadline = time.monotonic() + 120
+        while min(_positions(env).values()) < head:
+            assert time.monotonic() < deadline, f"the projections did not catch up: {_positions(env)}"
+            time.sleep(0.1)
+    audit = run("replay", "--quiet", env=service_env, timeout=300)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "every read model equals a replay" in audit.stdout
+    assert f"{customer_table.NAME:<20} EQUAL" in audit.stdout and f"{summary.NAME:<20} EQUAL" in audit.stdout

@@ -1,0 +1,205 @@
+"""The read models, over SQLite files and PostgreSQL alike: rows from events, queries, faults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.errors import DomainError, ValidationFailed
+from ledger.subscription import Order, Subscription
+from projections import customer_table, summary
+from projections.customer_table import CustomerTable, queries
+from projections.cursors import CursorSigner
+from projections.deployment import ReadSide, ViewLocation
+from projections.replay import replay
+from projections.runner import ProjectionStopped
+from projections.summary import Summary
+from tests.support import ADMIN, T0, InMemoryLedger, in_memory_ledger, reseller_with_card
+
+SIGNER = CursorSigner(b"test cursors")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ViewLocation]:
+    if request.param == "sqlite":
+        yield ViewLocation(folder=tmp_path / "views")
+    else:
+        schema = request.getfixturevalue("postgres_schema")
+        views = ViewLocation(conninfo=request.getfixturevalue("postgres_url"), schema=schema)
+        yield views
+        views.close()
+
+
+def org(world: InMemoryLedger, name: str, seats: int = 3, plan: str = "pro") -> Any:
+    order = Order(plan, "monthly", seats=seats, organization_name=name, admin_email=f"admin@{name.lower()}.example")
+    return world.ledger.create_subscription("org_1", order, actor=ADMIN).aggregate.id
+
+
+def single_user(world: InMemoryLedger, email: str) -> Any:
+    return world.ledger.create_subscription("org_1", Order("plus", "annual", end_user_email=email),
+                                            actor=ADMIN).aggregate.id
+
+
+@pytest.fixture
+def world() -> InMemoryLedger:
+    world = in_memory_ledger()
+    reseller_with_card(world, "org_1")
+    reseller_with_card(world, "org_2")
+    return world
+
+
+def read_side(world: InMemoryLedger, location: ViewLocation) -> ReadSide:
+    side = ReadSide(world.app, location, [CustomerTable(), Summary()], batch_size=7)
+    side.catch_up()
+    return side
+
+
+def table(side: ReadSide, **query: Any) -> queries.Page:
+    return queries.page(side.db(customer_table.NAME), SIGNER, **{"reseller_org_id": "org_1", **query})
+
+
+def test_rows_follow_each_change_and_expired_ones_leave(world: InMemoryLedger, location: ViewLocation) -> None:
+    initech, globex = org(world, "Initech", 5), org(world, "Globex", 2, "enterprise")
+    ada = single_user(world, "Ada@Example.com")
+    world.ledger.create_subscription("org_2", Order("pro", "monthly", seats=9, organization_name="Other",
+                                                    admin_email="a@o.example"), actor=ADMIN)
+    world.ledger.change_seats("org_1", initech, 8, actor=ADMIN)
+    world.ledger.change_seats("org_1", initech, 4, actor=ADMIN)
+    world.ledger.cancel("org_1", globex, actor=ADMIN)
+    world.ledger.cancel("org_1", ada, actor=ADMIN)
+    world.clock.set(T0 + timedelta(days=29))
+    world.ledger.run_due(globex)
+    side = read_side(world, location)
+    rows = {row["customer"]: row for row in table(side).items}
+    assert set(rows) == {"Initech", "Ada@Example.com"}
+    assert (rows["Initech"]["status"], rows["Initech"]["seats"], rows["Initech"]["pending_seats"]) == ("pending", 8, 4)
+    assert rows["Ada@Example.com"]["status"] == "canceled" and rows["Ada@Example.com"]["plan_name"] == "Lens Plus"
+    assert summary.cards(side.db(summary.NAME), "org_1") == summary.Cards(2, 1, 1, 9)
+    assert summary.cards(side.db(summary.NAME), "org_2") == summary.Cards(1, 1, 0, 9)
+    side.close()
+
+
+def test_filters_sorts_and_pages(world: InMemoryLedger, location: ViewLocation) -> None:
+    names = ["Acme", "acme labs", "Beta", "Gamma_Co", "Delta 100%"]
+    ids = {name: org(world, name, seats) for seats, name in enumerate(names, start=1)}
+    world.ledger.cancel("org_1", ids["Beta"], actor=ADMIN)
+    side = read_side(world, location)
+    assert [r["customer"] for r in table(side, q="ACME").items] == ["Acme", "acme labs"]
+    assert [r["customer"] for r in table(side, q="_").items] == ["Gamma_Co"]
+    assert [r["customer"] for r in table(side, q="100%").items] == ["Delta 100%"]
+    assert [r["customer"] for r in table(side, status="canceled").items] == ["Beta"]
+    assert table(side, plan="enterprise").total == 0
+    first = table(side, sort="-seats", limit=2)
+    assert [r["seats"] for r in first.items] == [5, 4] and first.total == 5
+    second = table(side, sort="-seats", limit=2, cursor=first.next_cursor)
+    third = table(side, sort="-seats", limit=2, cursor=second.next_cursor)
+    assert [r["seats"] for r in second.items + third.items] == [3, 2, 1] and third.next_cursor is None
+    with pytest.raises(ValidationFailed) as stale:
+        table(side, sort="seats", limit=2, cursor=first.next_cursor)
+    assert stale.value.field == "cursor"
+    with pytest.raises(ValidationFailed):
+        table(side, cursor=first.next_cursor[:-2] + "xx")
+    for bad in ({"sort": "price"}, {"status": "gone"}, {"limit": 0}, {"limit": 201}):
+        with pytest.raises(ValidationFailed):
+            table(side, **bad)
+    side.close()
+
+
+class Fussy(CustomerTable):
+    """A customer table that chokes on one subscription, like a bug in a projection would."""
+
+    poisoned: set[str] = set()
+
+    def apply(self, cursor: Any, batch: list[Any]) -> None:
+        for recorded in batch:
+            if str(recorded.stream_id) in self.poisoned and recorded.type == "SeatsIncreased":
+                raise ValueError("cannot handle this one")
+        super().apply(cursor, batch)
+
+
+def test_a_projection_stops_at_the_event_it_cannot_handle_and_resumes_once_fixed(
+        world: InMemoryLedger, location: ViewLocation) -> None:
+    first, second = org(world, "First"), org(world, "Second")
+    world.ledger.change_seats("org_1", first, 4, actor=ADMIN)
+    world.ledger.change_seats("org_1", second, 6, actor=ADMIN)
+    world.ledger.change_seats("org_1", first, 9, actor=ADMIN)
+    Fussy.poisoned = {str(second)}
+    side = ReadSide(world.app, location, [Fussy()], batch_size=500)
+    with pytest.raises(ProjectionStopped) as stopped:
+        side.catch_up()
+    culprit = [e for e in world.ledger.history(second) if type(e).__name__ == "SeatsIncreased"][0]
+    assert f"SeatsIncreased of Subscription {second} v2" in str(stopped.value)
+    follower = side.followers[customer_table.NAME]
+    assert follower.position() == stopped.value.position - 1  # everything before it was processed
+    assert {r["customer"]: r["seats"] for r in table(side).items} == {"First": 4, "Second": 3}
+    assert culprit is not None
+    Fussy.poisoned = set()  # the fix is deployed
+    side.catch_up()
+    assert {r["customer"]: r["seats"] for r in table(side).items} == {"First": 9, "Second": 6}
+    side.close()
+
+
+def test_replay_finds_a_tampered_row_and_agrees_with_an_honest_view(
+        world: InMemoryLedger, location: ViewLocation, tmp_path: Path) -> None:
+    for name in ("One", "Two", "Three"):
+        org(world, name)
+    side = read_side(world, location)
+    assert all(v.equal for v in replay(side, ViewLocation(folder=tmp_path / "fresh1")))
+    with side.db(customer_table.NAME).transaction() as cursor:
+        cursor.execute("UPDATE customer_table SET seats = 99 WHERE customer = 'Two'")
+    verdicts = {v.projection: v for v in replay(side, ViewLocation(folder=tmp_path / "fresh2"))}
+    assert verdicts["summary"].equal and not verdicts["customer_table"].equal
+    assert verdicts["customer_table"].different_rows == 2
+    assert any("99" in difference for difference in verdicts["customer_table"].differences)
+    side.close()
+
+
+commands = st.lists(st.tuples(st.sampled_from(["create", "increase", "decrease", "cancel", "resume", "time"]),
+                              st.integers(0, 30), st.integers(1, 20)), min_size=1, max_size=30)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(commands)
+def test_summary_cards_equal_an_aggregation_of_the_table_and_of_a_replay(tmp_path_factory: Any,
+                                                                         steps: list[Any]) -> None:
+    world = in_memory_ledger()
+    reseller_with_card(world, "org_1")
+    subscriptions: list[Any] = []
+    for action, pick, number in steps:
+        target = subscriptions[pick % len(subscriptions)] if subscriptions else None
+        try:
+            if action == "create" or target is None:
+                subscriptions.append(org(world, f"Customer {len(subscriptions)}", number))
+            elif action == "increase":
+                world.ledger.change_seats("org_1", target, world.ledger.subscription("org_1", target).seats + number,
+                                          actor=ADMIN)
+            elif action == "decrease":
+                world.ledger.change_seats("org_1", target, max(1, number // 4), actor=ADMIN)
+            elif action == "time":
+                world.clock.set(world.clock.now() + timedelta(days=number * 3))
+                for sub_id in subscriptions:
+                    while world.ledger.subscription("org_1", sub_id).is_due(world.clock.now()):
+                        world.ledger.run_due(sub_id)
+            else:
+                getattr(world.ledger, action)("org_1", target, actor=ADMIN)
+        except DomainError:
+            pass
+    folder = tmp_path_factory.mktemp("views")
+    side = read_side(world, ViewLocation(folder=folder))
+    rows = queries.page(side.db(customer_table.NAME), SIGNER, reseller_org_id="org_1", limit=200).items
+    aggregated = summary.Cards(len(rows), sum(r["status"] != "canceled" for r in rows),
+                               sum(r["status"] == "canceled" for r in rows), sum(r["seats"] for r in rows))
+    assert summary.cards(side.db(summary.NAME), "org_1") == aggregated
+    live = [world.ledger.subscription("org_1", s) for s in subscriptions]
+    alive = [s for s in live if s.status != "expired"]
+    assert aggregated == summary.Cards(len(alive), sum(s.status != "canceled" for s in alive),
+                                       sum(s.status == "canceled" for s in alive), sum(s.seats for s in alive))
+    assert all(v.equal for v in replay(side, ViewLocation(folder=folder / "fresh")))
+    assert isinstance(live[0], Subscription)
+    side.close()
