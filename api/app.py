@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import catalog, portal, resellers, subscriptions, support
+from api.routes import catalog, portal, resellers, sandbox, subscriptions, support
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
 from service.tokens import token_keys
@@ -20,16 +20,16 @@ Authenticate with `Authorization: Bearer <JWT>`. Errors are RFC 9457 `applicatio
 stable `code`. Every POST accepts an `Idempotency-Key` header."""
 
 
-def create_app(services: Services, *, close_on_shutdown: bool = False, run_followers: bool = False) -> FastAPI:
-    """``run_followers``: keep the projections caught up in this process (the embedded default)."""
+def create_app(services: Services, *, close_on_shutdown: bool = False, background: bool = False) -> FastAPI:
+    """``background``: run the projections and the scheduler in this process (the embedded default)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if run_followers:
-            services.read_side.start()
+        if background:
+            services.start_background()
         yield
-        if run_followers:
-            services.read_side.stop()
+        if background:
+            services.stop_background()
         if close_on_shutdown:
             services.close()
 
@@ -40,6 +40,8 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, run_follo
     errors.install(app)
     for module in (catalog, support, resellers, portal, subscriptions):
         app.include_router(module.router)
+    if services.settings.clock == "sandbox":
+        app.include_router(sandbox.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness")
     def healthz() -> dict[str, str]:

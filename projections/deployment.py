@@ -8,6 +8,7 @@ from pathlib import Path
 
 from commands.application import LedgerApplication
 from projections.customer_table import CustomerTable
+from projections.due_dates import DueDates
 from projections.log import EventLog, NewsWaiter
 from projections.runner import Follower, FollowerThread, Projection
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
@@ -15,7 +16,7 @@ from projections.summary import Summary
 
 
 def all_projections() -> list[Projection]:
-    return [CustomerTable(), Summary()]
+    return [CustomerTable(), Summary(), DueDates()]
 
 
 class ViewLocation:

@@ -22,7 +22,9 @@ from commands.ports import Clock, Locks, PaymentGateway
 from commands.quotes import QuoteSigner
 from ledger.catalog import Catalog, CatalogError
 from projections.cursors import CursorSigner
+from projections import due_dates
 from projections.deployment import ReadSide, ViewLocation
+from service.scheduler import Scheduler, SchedulerThread
 from service.settings import Settings, SettingsError
 
 
@@ -35,11 +37,30 @@ class Services:
     gateway: PaymentGateway
     ledger: Ledger
     read_side: ReadSide
+    scheduler: Scheduler
     cursors: CursorSigner
     development_secret: bytes
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
+    _scheduler_thread: SchedulerThread | None = None
+
+    def start_background(self, *, scheduler: bool = True, followers: bool = True) -> None:
+        """Keep the read models following the log, and the scheduler running, in this process."""
+        if followers:
+            self.read_side.start()
+        if scheduler:
+            self._scheduler_thread = SchedulerThread(self.scheduler)
+            self._scheduler_thread.start()
+
+    def stop_background(self) -> None:
+        if self._scheduler_thread is not None:
+            self._scheduler_thread.stop()
+            self._scheduler_thread.join(timeout=30)
+            self._scheduler_thread = None
+        self.read_side.stop()
+
     def close(self) -> None:
+        self.stop_background()
         while self._closers:
             self._closers.pop()()
 
@@ -67,7 +88,8 @@ def bootstrap(settings: Settings) -> Services:
     read_side = ReadSide(app, view_location(settings), batch_size=settings.projection_batch_size)
     closers.append(read_side.close)
     cursors = CursorSigner(hmac.new(quote_key, b"ledger cursors", hashlib.sha256).digest())
-    return Services(settings, catalog, clock, app, gateway, ledger, read_side, cursors, secret, closers)
+    scheduler = Scheduler(ledger, read_side.followers[due_dates.NAME], clock)
+    return Services(settings, catalog, clock, app, gateway, ledger, read_side, scheduler, cursors, secret, closers)
 
 
 def view_location(settings: Settings) -> ViewLocation:

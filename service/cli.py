@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
     _command(commands, "projections", _projections,
              "keep the read models (and the invitation outbox) following the event log, until stopped")
+    _command(commands, "scheduler", _scheduler,
+             "renew, retry and expire subscriptions as they fall due, until stopped (beside the API on PostgreSQL)")
 
     replay = _command(commands, "replay", _replay,
                       "rebuild every read model from the event log into fresh tables and compare them with the "
@@ -118,7 +120,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     services = bootstrap(settings)
     if settings.seeds_sandbox:
         _announce_sandbox(services, args)
-    uvicorn.run(create_app(services, close_on_shutdown=True, run_followers=not settings.uses_postgres),
+    uvicorn.run(create_app(services, close_on_shutdown=True, background=not settings.uses_postgres),
                 host=args.host, port=args.port)
     return 0
 
@@ -147,11 +149,24 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
     from service.bootstrap import bootstrap
 
     services = bootstrap(settings)
+    services.start_background(scheduler=False)
+    print(f"following the event log into: {', '.join(services.read_side.followers)}", flush=True)
+    return _until_stopped(services)
+
+
+def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from service.bootstrap import bootstrap
+
+    services = bootstrap(settings)
+    services.start_background(followers=False)
+    print("scheduler running: renewals, retries and expiries as they fall due", flush=True)
+    return _until_stopped(services)
+
+
+def _until_stopped(services: Services) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    services.read_side.start()
-    print(f"following the event log into: {', '.join(services.read_side.followers)}", flush=True)
     try:
         stop.wait()
     finally:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib.resources import files
+from pathlib import Path
 from typing import Any, Iterable
 from uuid import UUID
 
@@ -64,3 +65,38 @@ def replay(aggregate_class: type, domain_events: Iterable[Any]) -> Any:
 
 def pending_types(aggregate: Any) -> list[str]:
     return [events.type_name(e) for e in aggregate.pending_events]
+
+
+@dataclass
+class SandboxWorld:
+    """A ledger on a sandbox clock with its read side (SQLite views) and scheduler: the lifecycle in time."""
+
+    ledger: Ledger
+    clock: Any
+    gateway: SimulatedGateway
+    read_side: Any
+    scheduler: Any
+
+    def advance(self, **delta: float) -> int:
+        return self.scheduler.advance(self.clock, self.clock.now() + timedelta(**delta), actor="tester").changes
+
+    def types_of(self, aggregate_id: UUID) -> list[str]:
+        return [events.type_name(e) for e in self.ledger.history(aggregate_id)]
+
+    def close(self) -> None:
+        self.read_side.close()
+
+
+def sandbox_world(views: Path, now: datetime = T0) -> SandboxWorld:
+    from commands.clocks import SandboxClock
+    from projections.deployment import ReadSide, ViewLocation
+    from service.scheduler import Scheduler
+
+    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    clock = SandboxClock(app, lambda: now)
+    gateway = SimulatedGateway(":memory:", clock)
+    ledger = Ledger(app, catalog=CATALOG, clock=clock, gateway=gateway, locks=ThreadLocks(),
+                    quotes=QuoteSigner(b"test quotes"))
+    read_side = ReadSide(app, ViewLocation(folder=views))
+    scheduler = Scheduler(ledger, read_side.followers["due_dates"], clock)
+    return SandboxWorld(ledger, clock, gateway, read_side, scheduler)

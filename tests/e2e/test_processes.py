@@ -119,3 +119,50 @@ def test_killing_the_projections_mid_batch_ends_with_tables_equal_to_a_replay(se
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "every read model equals a replay" in audit.stdout
     assert f"{customer_table.NAME:<20} EQUAL" in audit.stdout and f"{summary.NAME:<20} EQUAL" in audit.stdout
+
+
+def test_a_subscriptions_life_over_http_on_the_sandbox_clock(service_env: dict[str, str]) -> None:
+    env = {**service_env, "LEDGER_CLOCK": "sandbox"}
+    run("support", "enable-reseller", "org_time", "--name", "Time Travel", env=env)
+    admin, support = token(env, "--org", "org_time"), token(env, "--support")
+    followers = started("projections", env=env) if "LEDGER_DATABASE_URL" in env else nullcontext()
+    with followers, serving(env) as (base, _):
+        def call(method: str, path: str, headers: dict[str, str] = admin, **body: object) -> httpx.Response:
+            return httpx.request(method, f"{base}{path}", headers=headers, json=body or None, timeout=30)
+
+        def advance(days: int) -> dict[str, object]:
+            moved = call("POST", "/v1/sandbox/clock", support, advance_seconds=days * 86400)
+            assert moved.status_code == 200, moved.text
+            return moved.json()
+
+        assert call("PUT", "/v1/resellers/org_time/billing", payment_method="pm_card_visa",
+                    billing_email="b@t.example", country="US").status_code == 200
+        start = call("GET", "/v1/sandbox/clock").json()["now"]
+        sub = call("POST", "/v1/resellers/org_time/subscriptions", plan="pro", billing_cycle="monthly",
+                   organization_name="Chronos", admin_email="a@chronos.example", seats=8).json()
+        path = f"/v1/resellers/org_time/subscriptions/{sub['id']}"
+        assert call("POST", f"{path}/seats", seats=5).json()["status"] == "pending"
+        assert call("POST", f"{path}/cancel").json()["status"] == "canceled"
+        assert call("POST", f"{path}/resume").json()["status"] == "pending"
+        assert advance(365)["changes"] == 12
+        renewed = call("GET", path).json()
+        assert (renewed["seats"], renewed["pending_seats"], renewed["status"]) == (5, None, "active")
+        assert renewed["current_period_start"][:10] > start[:10]
+        assert call("POST", "/v1/sandbox/clock", admin, advance_seconds=1).status_code == 403
+        assert call("POST", "/v1/sandbox/clock", support, now="2000-01-01T00:00:00Z").status_code == 422
+
+        call("PUT", "/v1/resellers/org_time/billing", payment_method="pm_card_chargeCustomerFail",
+             billing_email="b@t.example", country="US")
+        advance(31)
+        assert call("GET", path).json()["status"] == "past_due"
+        advance(10)
+        expired = call("GET", path).json()
+        assert (expired["status"], expired["expired_reason"]) == ("expired", "payment_failed")
+        position = max(e["position"] for e in call("GET", f"{path}/events").json()["items"])
+        table = call("GET", f"/v1/resellers/org_time/subscriptions?after={position}").json()
+        cards = call("GET", f"/v1/resellers/org_time/summary?after={position}").json()
+        assert table["total"] == 0 and cards["total_customers"] == 0
+        types = [e["type"] for e in call("GET", f"{path}/events").json()["items"]]
+        assert types.count("Renewed") == 12 and types.count("RenewalPaymentFailed") == 4 and types[-1] == "Expired"
+    with serving(env) as (base, _):  # the sandbox clock survives a restart
+        assert httpx.get(f"{base}/v1/sandbox/clock", headers=admin).json()["now"] > start

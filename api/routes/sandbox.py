@@ -1,0 +1,59 @@
+"""The sandbox clock (LEDGER_CLOCK=sandbox): time moves only when told, and everything that falls due
+on the way happens, in time order, before the answer."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from api.deps import CurrentUser, ServicesDep, SupportUser
+from commands.clocks import SandboxClock
+
+router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
+_one_at_a_time = threading.Lock()
+TEN_YEARS = 10 * 366 * 24 * 3600
+
+
+class MoveClockIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    advance_seconds: StrictInt | None = Field(None, ge=0, le=TEN_YEARS)
+    now: datetime | None = Field(None, description="An ISO 8601 instant with a timezone, not before the clock")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MoveClockIn:
+        if (self.advance_seconds is None) == (self.now is None):
+            raise ValueError("give either advance_seconds or now")
+        if self.now is not None and self.now.tzinfo is None:
+            raise ValueError("now needs a timezone, for example 2027-01-01T00:00:00Z")
+        return self
+
+
+class ClockOut(BaseModel):
+    now: datetime
+    changes: int = Field(0, description="Renewals, failed renewals and expiries that fell due on the way")
+
+
+def _sandbox_clock(services: ServicesDep) -> SandboxClock:
+    clock = services.clock
+    assert isinstance(clock, SandboxClock), "the sandbox routes exist only with LEDGER_CLOCK=sandbox"
+    return clock
+
+
+@router.get("/clock", response_model=ClockOut, summary="The sandbox clock's time")
+def read_clock(_: CurrentUser, services: ServicesDep) -> ClockOut:
+    return ClockOut(now=_sandbox_clock(services).now())
+
+
+@router.post("/clock", response_model=ClockOut,
+             summary="Move the sandbox clock forward, running every renewal and expiry that falls due (support)")
+def move_clock(body: MoveClockIn, user: SupportUser, services: ServicesDep) -> ClockOut:
+    clock = _sandbox_clock(services)
+    with _one_at_a_time:
+        start = clock.now()
+        target = (start + timedelta(seconds=body.advance_seconds) if body.advance_seconds is not None
+                  else body.now.astimezone(timezone.utc).replace(microsecond=0))  # type: ignore[union-attr]
+        ran = services.scheduler.advance(clock, target, actor=user.user_id)
+        return ClockOut(now=clock.now(), changes=ran.changes)

@@ -1,0 +1,104 @@
+"""The scheduler: the part of the service that the clock drives. It finds what has fallen due in the
+due-dates read model and issues the commands that follow (expire, renew, retry a renewal).
+
+Running two schedulers at once is safe: each subscription is locked while it is handled, a renewal
+is charged with a processor key derived from the subscription's version, and the event store accepts
+only one change per version, so a period is never renewed or charged twice."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from commands.clocks import SandboxClock
+from commands.handlers import Ledger
+from commands.ports import Clock
+from ledger.errors import DomainError
+from projections.due_dates import due_by
+from projections.runner import Follower
+
+log = logging.getLogger("ledger.scheduler")
+
+SCAN = 500
+
+
+class NoProgress(RuntimeError):
+    """The due dates say something is due that the ledger will not do: a bug to report, not to loop on."""
+
+
+@dataclass
+class Ran:
+    changes: int = 0
+    failures: int = 0
+
+
+class Scheduler:
+    def __init__(self, ledger: Ledger, due_dates: Follower, clock: Clock) -> None:
+        self.ledger = ledger
+        self.due_dates = due_dates
+        self.clock = clock
+
+    def run_due(self) -> Ran:
+        """Handle everything due by now, period after period for a subscription that is behind."""
+        ran = Ran()
+        while True:
+            self.due_dates.catch_up()
+            due = due_by(self.due_dates.db, self.clock.now(), SCAN)
+            changes = ran.changes
+            # All of these are due now: in shuffled order, two schedulers mostly work on different ones.
+            random.shuffle(due)
+            for subscription_id, _ in due:
+                try:
+                    if self.ledger.run_due(subscription_id).position is not None:
+                        ran.changes += 1
+                except DomainError as error:  # a processor outage, say: the next run retries it
+                    ran.failures += 1
+                    log.warning("subscription %s is due but was not handled: %s", subscription_id, error.detail)
+            if not due or ran.changes == changes:
+                return ran
+
+    def advance(self, clock: SandboxClock, target: datetime, *, actor: str) -> Ran:
+        """Move the sandbox clock to ``target``, stopping at each instant where something falls due, in
+        time order, and handling it there: so a year's advance sees twelve monthly renewals."""
+        ran = Ran()
+        while True:
+            self.due_dates.catch_up()
+            due = due_by(self.due_dates.db, target, SCAN)
+            if not due:
+                break
+            at = max(due[0][1], clock.now())
+            clock.set(at, actor=actor)
+            changes = ran.changes
+            for subscription_id, due_at in due:
+                if due_at <= at and self.ledger.run_due(subscription_id).position is not None:
+                    ran.changes += 1
+            if ran.changes == changes:
+                raise NoProgress(f"subscriptions due at {at.isoformat()} were not changed by the ledger")
+        clock.set(target, actor=actor)
+        return ran
+
+
+class SchedulerThread(threading.Thread):
+    """Runs the scheduler now and then: at least every ``interval``, sooner when something falls due."""
+
+    def __init__(self, scheduler: Scheduler, *, interval: timedelta = timedelta(seconds=30)) -> None:
+        super().__init__(name="scheduler", daemon=True)
+        self.scheduler = scheduler
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                ran = self.scheduler.run_due()
+                if ran.changes:
+                    log.info("scheduler: %d renewals and expiries, %d left for later", ran.changes, ran.failures)
+            except Exception:
+                log.exception("the scheduler failed; it runs again shortly")
+            self.stopping.wait(self.interval.total_seconds())
+
+    def stop(self) -> None:
+        self.stopping.set()
