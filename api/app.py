@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 
 from api import errors
 from api.routes import catalog, portal, resellers, sandbox, subscriptions, support
@@ -42,6 +44,12 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
         app.include_router(module.router)
     if services.settings.clock == "sandbox":
         app.include_router(sandbox.router)
+
+    portal_page = files("web").joinpath("index.html").read_text()
+
+    @app.get("/", include_in_schema=False)
+    def portal_home() -> HTMLResponse:
+        return HTMLResponse(portal_page)
 
     @app.get("/healthz", tags=["service"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""The built-in portal page, a static page over the HTTP API."""
