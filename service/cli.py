@@ -138,7 +138,7 @@ def _announce_sandbox(services: Services, args: argparse.Namespace) -> None:
     base = f"http://{args.host}:{args.port}"
     print(f"""
 Sandbox {'seeded' if seeded else 'ready'}: reseller {sandbox.SANDBOX_ORG} with a card on file (simulated payments).
-  Portal:    {base}/  (paste the token below)
+  Portal:    {base}/#token={admin}
   API docs:  {base}/docs
   Try:       curl -H "Authorization: Bearer $TOKEN" {base}/v1/resellers/{sandbox.SANDBOX_ORG}/billing
   TOKEN={admin}
