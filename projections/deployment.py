@@ -9,6 +9,7 @@ from pathlib import Path
 from commands.application import LedgerApplication
 from projections.customer_table import CustomerTable
 from projections.due_dates import DueDates
+from projections.invitations import Invitations
 from projections.log import EventLog, NewsWaiter
 from projections.runner import Follower, FollowerThread, Projection
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
@@ -16,7 +17,7 @@ from projections.summary import Summary
 
 
 def all_projections() -> list[Projection]:
-    return [CustomerTable(), Summary(), DueDates()]
+    return [CustomerTable(), Summary(), DueDates(), Invitations()]
 
 
 class ViewLocation:

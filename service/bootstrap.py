@@ -22,7 +22,9 @@ from commands.ports import Clock, Locks, PaymentGateway
 from commands.quotes import QuoteSigner
 from ledger.catalog import Catalog, CatalogError
 from projections.cursors import CursorSigner
-from projections import due_dates
+from commands.mail import Mailer, mailer_from_settings
+from projections import due_dates, invitations
+from projections.invitations.sender import InvitationSender, SenderThread
 from projections.deployment import ReadSide, ViewLocation
 from service.scheduler import Scheduler, SchedulerThread
 from service.settings import Settings, SettingsError
@@ -38,25 +40,31 @@ class Services:
     ledger: Ledger
     read_side: ReadSide
     scheduler: Scheduler
+    invitations: InvitationSender
     cursors: CursorSigner
     development_secret: bytes
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
-    _scheduler_thread: SchedulerThread | None = None
+    _threads: list[SchedulerThread | SenderThread] = field(default_factory=list)
 
     def start_background(self, *, scheduler: bool = True, followers: bool = True) -> None:
-        """Keep the read models following the log, and the scheduler running, in this process."""
+        """Keep the read models following the log (and the invitation outbox sending), and the
+        scheduler running, in this process."""
         if followers:
             self.read_side.start()
+            self._threads.append(SenderThread(self.invitations))
         if scheduler:
-            self._scheduler_thread = SchedulerThread(self.scheduler)
-            self._scheduler_thread.start()
+            self._threads.append(SchedulerThread(self.scheduler))
+        for thread in self._threads:
+            if not thread.is_alive():
+                thread.start()
 
     def stop_background(self) -> None:
-        if self._scheduler_thread is not None:
-            self._scheduler_thread.stop()
-            self._scheduler_thread.join(timeout=30)
-            self._scheduler_thread = None
+        for thread in self._threads:
+            thread.stop()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads.clear()
         self.read_side.stop()
 
     def close(self) -> None:
@@ -89,7 +97,18 @@ def bootstrap(settings: Settings) -> Services:
     closers.append(read_side.close)
     cursors = CursorSigner(hmac.new(quote_key, b"ledger cursors", hashlib.sha256).digest())
     scheduler = Scheduler(ledger, read_side.followers[due_dates.NAME], clock)
-    return Services(settings, catalog, clock, app, gateway, ledger, read_side, scheduler, cursors, secret, closers)
+    # Mail retries follow real time, even when the ledger's clock is the sandbox's.
+    sender = InvitationSender(read_side.db(invitations.NAME), mailer(settings), system_clock,
+                              from_address=settings.mail_from)
+    return Services(settings, catalog, clock, app, gateway, ledger, read_side, scheduler, sender, cursors, secret,
+                    closers)
+
+
+def mailer(settings: Settings) -> Mailer:
+    try:
+        return mailer_from_settings(settings.smtp_url, settings.data_dir)
+    except ValueError as error:
+        raise SettingsError(f"LEDGER_SMTP_URL: {error}") from None
 
 
 def view_location(settings: Settings) -> ViewLocation:

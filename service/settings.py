@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
     smtp_url: str | None = None
+    mail_from: str = "Lens <no-reply@lens.example>"
     catalog: Path | None = None
     projection_batch_size: int = Field(500, ge=1, le=100_000)
     sandbox_data: bool | None = None

@@ -1,0 +1,169 @@
+"""Sending email: the port the invitation sender hands messages to, and its two adapters: an SMTP
+server (``LEDGER_SMTP_URL``), or an mbox file in the data dir when no server is configured."""
+
+from __future__ import annotations
+
+import mailbox
+import smtplib
+import ssl
+import threading
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Literal, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+OUTBOX_FILE_NAME = "outbox.mbox"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+StartTls = Literal["auto", "require"]
+
+
+class MailUnavailable(Exception):
+    """The message was not handed over: the server could not be reached, refused it, or the outbox
+    file could not be written. Sending the same message again later is the remedy."""
+
+
+class Mailer(Protocol):
+    def send(self, message: EmailMessage) -> None:
+        """Hand the message over for delivery, or raise ``MailUnavailable``."""
+
+
+@dataclass(frozen=True)
+class SmtpMailer:
+    """One SMTP conversation per message. ``smtp://`` upgrades to TLS with STARTTLS when the server
+    offers it (``starttls="require"`` refuses to go on without it); ``smtps://`` speaks TLS from the
+    first byte. Credentials in the URL log in after the upgrade; without ``starttls=require`` they may
+    cross an unencrypted connection if the server offers no STARTTLS."""
+
+    host: str
+    port: int
+    implicit_tls: bool = False
+    starttls: StartTls = "auto"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS,
+                 tls_context: ssl.SSLContext | None = None) -> SmtpMailer:
+        """``smtp://user:pass@host:port`` (port 25 by default), ``smtps://…`` (port 465 by default),
+        optionally ``?starttls=require``. User and password are percent-encoded in the URL."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError("the SMTP URL must start with smtp:// or smtps://")
+        if not parts.hostname:
+            raise ValueError("the SMTP URL names no host")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the SMTP URL has an invalid port") from None
+        options = parse_qs(parts.query, keep_blank_values=True)
+        unknown = set(options) - {"starttls"}
+        if unknown:
+            raise ValueError(f"the SMTP URL has unknown options: {', '.join(sorted(unknown))}")
+        starttls = options.get("starttls", ["auto"])[-1]
+        if starttls not in ("auto", "require"):
+            raise ValueError("starttls in the SMTP URL must be auto or require")
+        if parts.scheme == "smtps" and starttls == "require":
+            raise ValueError("smtps:// is TLS from the start: starttls=require applies to smtp:// only")
+        implicit_tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname,
+            port=port or (465 if implicit_tls else 25),
+            implicit_tls=implicit_tls,
+            starttls="require" if starttls == "require" else "auto",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            timeout=timeout,
+            tls_context=tls_context,
+        )
+
+    def send(self, message: EmailMessage) -> None:
+        try:
+            connection = self._connect()
+        except (smtplib.SMTPException, OSError) as error:
+            raise MailUnavailable(f"cannot reach {self.host}:{self.port}: {_describe(error)}") from error
+        try:
+            self._deliver(connection, message)
+        except (smtplib.SMTPException, OSError) as error:
+            connection.close()
+            raise MailUnavailable(f"{self.host}:{self.port} did not take the message: {_describe(error)}") from error
+        except BaseException:
+            connection.close()
+            raise
+        _quit_quietly(connection)
+
+    def _connect(self) -> smtplib.SMTP:
+        context = self.tls_context or ssl.create_default_context()
+        if self.implicit_tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.ehlo()
+            if connection.has_extn("starttls"):
+                connection.starttls(context=context)
+                connection.ehlo()
+            elif self.starttls == "require":
+                raise smtplib.SMTPNotSupportedError("the server does not offer STARTTLS, which the URL requires")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _deliver(self, connection: smtplib.SMTP, message: EmailMessage) -> None:
+        if self.username is not None:
+            connection.login(self.username, self.password or "")
+        refused = connection.send_message(message)
+        if refused:
+            raise smtplib.SMTPRecipientsRefused(refused)
+
+
+def _quit_quietly(connection: smtplib.SMTP) -> None:
+    # Once the server has taken the message, a failed QUIT must not turn the delivery into a failure.
+    try:
+        connection.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.close()
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+class MboxMailer:
+    """Appends each message to an mbox file: the outbox when no SMTP server is configured. Readable
+    with any mail client or ``mailbox.mbox``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # The mbox file lock keeps other processes out; this one keeps this process's threads apart.
+        self._guard = threading.Lock()
+
+    def send(self, message: EmailMessage) -> None:
+        with self._guard:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                box = mailbox.mbox(self.path, create=True)
+                try:
+                    box.lock()
+                    try:
+                        box.add(message)
+                        box.flush()
+                    finally:
+                        box.unlock()
+                finally:
+                    box.close()
+            except (OSError, mailbox.Error) as error:
+                raise MailUnavailable(f"cannot append to {self.path}: {_describe(error)}") from error
+
+    def __repr__(self) -> str:
+        return f"MboxMailer({str(self.path)!r})"
+
+
+def mailer_from_settings(smtp_url: str | None, data_dir: Path) -> Mailer:
+    """The SMTP server of ``LEDGER_SMTP_URL`` when it is set, else ``outbox.mbox`` in the data dir."""
+    if smtp_url:
+        return SmtpMailer.from_url(smtp_url)
+    return MboxMailer(data_dir / OUTBOX_FILE_NAME)
