@@ -83,7 +83,7 @@ async def idempotency_key(
     raw = await request.body()
     try:
         body = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # the route's own parsing reports a bad body; this only fingerprints it
         body = raw.decode("utf-8", "replace")
     path = request.url.path
     org_id = request.path_params.get("org_id")

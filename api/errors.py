@@ -78,6 +78,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400:  # FastAPI's answer to a body it cannot parse (not UTF-8, too deep)
+            return problem(422, "validation_error", f"body: {error.detail}", field="body",
+                           errors=[{"field": "body", "message": str(error.detail)}])
         code = CODES_OF_HTTP_STATUS.get(error.status_code, "http_error")
         return problem(error.status_code, code, str(error.detail), dict(error.headers or {}))
 

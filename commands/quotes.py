@@ -57,13 +57,13 @@ class QuoteSigner:
         if not isinstance(quote_id, str) or not quote_id.startswith(_PREFIX) or "." not in quote_id:
             raise invalid
         body, signature = quote_id[len(_PREFIX):].rsplit(".", 1)
-        if not hmac.compare_digest(self._sign(body.encode()), signature):
+        if not hmac.compare_digest(self._sign(body.encode()).encode(), signature.encode()):
             raise invalid
         try:
             org_id, subject, basis_version, priced_at, total = json.loads(
                 base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             )
-        except (ValueError, TypeError):
+        except (ValueError, TypeError):  # a signed body always parses; this guards against a leaked secret
             raise invalid from None
         return Quote(org_id, subject, basis_version, datetime.fromtimestamp(priced_at, timezone.utc), total)
 

@@ -23,7 +23,7 @@ class CursorSigner:
     def read(self, cursor: str, query: dict[str, Any]) -> list[Any]:
         """The last row's sort key, if the cursor is ours and belongs to this query."""
         body, _, signature = cursor.rpartition(".")
-        if not body or not hmac.compare_digest(self._sign(body.encode()), signature):
+        if not body or not hmac.compare_digest(self._sign(body.encode()).encode(), signature.encode()):
             raise ValidationFailed("cursor", "cursor is not one this service issued")
         digest, last = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         if digest != self._digest(query):

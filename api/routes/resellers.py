@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 
 from api import views
 from api.deps import Idempotency, LedgerDep, ResellerAdmin
-from api.routes.common import POSITION_HEADER
+from api.routes.common import answer
 from api.schemas import BillingInfoIn, BillingOut
 
 router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["billing"])
@@ -17,9 +17,7 @@ def put_billing(body: BillingInfoIn, access: ResellerAdmin, ledger: LedgerDep, i
     outcome = ledger.set_billing_info(access.org_id, payment_method=body.payment_method,
                                       billing_email=str(body.billing_email), country=body.country,
                                       actor=access.user.user_id, idempotency=idempotency)
-    if outcome.position is not None:
-        response.headers[POSITION_HEADER] = str(outcome.position)
-    return views.billing(outcome.aggregate, ledger.tax_rate_of(outcome.aggregate))
+    return answer(response, outcome, lambda reseller: views.billing(reseller, ledger.tax_rate_of(reseller)))
 
 
 @router.get("/billing", response_model=BillingOut, summary="Billing information on file (never card data)")

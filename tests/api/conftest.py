@@ -202,8 +202,9 @@ def running_app(tmp_path: Path, **settings: Any) -> Iterator[Api]:
     """The real app on a data dir of its own, with the given settings; its services closed at the end."""
     services = bootstrap(load_settings(data_dir=tmp_path / "data", sandbox_data=False, **settings))
     try:
-        client = TestClient(create_app(services), raise_server_exceptions=False)
-        yield Api(client, services, token_keys(services.settings, services.development_secret))
+        # Entered once, so that every request of the test shares one event-loop thread.
+        with TestClient(create_app(services), raise_server_exceptions=False) as client:
+            yield Api(client, services, token_keys(services.settings, services.development_secret))
     finally:
         services.close()
 

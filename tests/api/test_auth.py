@@ -45,7 +45,7 @@ def _claims(**changes: Any) -> dict[str, Any]:
     return {key: value for key, value in claims.items() if value is not None}
 
 
-def _bad_authorization(api: Api, kind: str) -> dict[str, str]:
+def _bad_authorization(api: Api, kind: str) -> dict[str, str | bytes]:
     """An Authorization header that must not let anyone in (the empty dict: no header at all)."""
     other_secret = TokenKeys("HS256", b"another-secret" * 4, b"another-secret" * 4, None, None)
     tokens = {
@@ -58,7 +58,7 @@ def _bad_authorization(api: Api, kind: str) -> dict[str, str]:
         "alg-none": lambda: jwt.encode(_claims(), None, algorithm="none"),
         "tampered": lambda: _tampered(api.token(orgs=[{"id": ORG, "role": "member"}])),
     }
-    headers = {
+    headers: dict[str, str | bytes | None] = {
         "missing": None,
         "empty": "",
         "garbage": "Bearer not-a-jwt",
@@ -67,7 +67,7 @@ def _bad_authorization(api: Api, kind: str) -> dict[str, str]:
         "blank-token": "Bearer    ",
         "basic": "Basic dXNlcjpwYXNz",
         "no-scheme": api.token(orgs=[{"id": ORG, "role": "admin"}], roles=["support"]),
-        "non-ascii": "Bearer \u00e9\u00e8",
+        "non-ascii": b"Bearer \xe9\xe8",
     }
     if kind in tokens:
         return {"Authorization": f"Bearer {tokens[kind]()}"}
@@ -78,7 +78,7 @@ def _bad_authorization(api: Api, kind: str) -> dict[str, str]:
 def _tampered(token: str) -> str:
     """The token's payload swapped for one that claims admin, keeping the original signature."""
     header, _, signature = token.split(".")
-    forged_payload = jwt.encode(_claims(), "x", algorithm="HS256").split(".")[1]
+    forged_payload = jwt.encode(_claims(), "k" * 32, algorithm="HS256").split(".")[1]
     return f"{header}.{forged_payload}.{signature}"
 
 
@@ -87,17 +87,32 @@ BAD_AUTHORIZATIONS = ["missing", "empty", "garbage", "three-dots", "no-token", "
                       "tampered"]
 
 
-@pytest.mark.parametrize("method,path,body", ALL_ROUTES)
-@pytest.mark.parametrize("kind", BAD_AUTHORIZATIONS)
-def test_a_missing_or_invalid_token_is_unauthenticated(ready: Api, method: str, path: str, body: Any,
-                                                       kind: str) -> None:
-    sub = ready.subscription()
-    before = Unchanged.of(ready, sub["id"])
+def _assert_unauthenticated(api: Api, method: str, path: str, body: Any, kind: str) -> None:
+    sub = api.subscription()
+    before = Unchanged.of(api, sub["id"])
 
-    response = ready.request(method, path.replace(SUB, sub["id"]), json=body, headers=_bad_authorization(ready, kind))
+    response = api.request(method, path.replace(SUB, sub["id"]), json=body, headers=_bad_authorization(api, kind))
 
     assert_problem(response, 401, "unauthenticated")
     before.check()
+
+
+@pytest.mark.parametrize("method,path,body", ALL_ROUTES)
+@pytest.mark.parametrize("kind", ["missing", "expired", "other-secret"])
+def test_every_route_refuses_a_missing_or_invalid_token(ready: Api, method: str, path: str, body: Any,
+                                                        kind: str) -> None:
+    _assert_unauthenticated(ready, method, path, body, kind)
+
+
+@pytest.mark.parametrize("method,path,body", [
+    pytest.param("POST", f"/v1/resellers/{ORG}/subscriptions/{SUB}/seats", {"seats": 8}, id="seats"),
+    pytest.param("POST", "/v1/support/resellers", {"org_id": "org_new", "name": "New"}, id="support-enable-new"),
+    pytest.param("GET", "/v1/me/business-ids", None, id="business-ids"),
+])
+@pytest.mark.parametrize("kind", BAD_AUTHORIZATIONS)
+def test_every_kind_of_bad_authorization_is_unauthenticated(ready: Api, method: str, path: str, body: Any,
+                                                            kind: str) -> None:
+    _assert_unauthenticated(ready, method, path, body, kind)
 
 
 def test_a_token_for_another_audience_or_issuer_is_unauthenticated_when_they_are_configured(tmp_path: Path) -> None:

@@ -42,8 +42,9 @@ def parse(text: str) -> datetime:
 
 def assert_preview_adds_up(preview: dict[str, Any]) -> None:
     assert PREVIEW_FIELDS <= preview.keys()
-    assert preview["quote_id"].startswith("qt_")
+    assert isinstance(preview["quote_id"], str) and preview["quote_id"]
     assert preview["currency"] == "USD"
+    assert_iso_utc(*(preview[key] for key in ("priced_at", "effective_at", "expires_at") if key in preview))
     for line in preview["lines"]:
         assert LINE_FIELDS <= line.keys()
         assert type(line["amount_cents"]) is int and type(line["unit_amount_cents"]) is int
@@ -260,25 +261,51 @@ def test_get_shows_the_subscription_as_created(ready: Api) -> None:
 # --- subscriptions: seats, cancel, resume, events ---------------------------------------------------
 
 
-def test_seats_preview_of_an_increase_prorates_the_remaining_time(ready: Api) -> None:
-    sub = ready.subscription(pro_order(seats=5))
+def test_seats_preview_of_an_increase_prorates_the_remaining_time(sandbox_api: Api) -> None:
+    api = sandbox_api
+    api.reseller(ORG)
+    sub = api.subscription(pro_order(seats=5))
+    api.move_clock(timedelta(days=9, hours=7, seconds=13))
 
-    response = ready.post(ready.sub_path(sub["id"]) + "/seats/preview", json={"seats": 8}, headers=ready.admin())
+    response = api.post(api.sub_path(sub["id"]) + "/seats/preview", json={"seats": 8}, headers=api.admin())
 
     assert response.status_code == 200
     preview = response.json()
     assert_preview_adds_up(preview)
     start, end = parse(sub["current_period_start"]), parse(sub["current_period_end"])
-    priced_at = parse(preview["priced_at"])
-    f = Fraction(int((end - priced_at).total_seconds()), int((end - start).total_seconds()))
+    f = Fraction(int((end - api.now()).total_seconds()), int((end - start).total_seconds()))
     credit, charge = preview["lines"]
     assert (credit["quantity"], credit["amount_cents"], credit["proration"]) == \
         (5, -half_up(3000 * 5 * f), True)
     assert (charge["quantity"], charge["amount_cents"], charge["proration"]) == \
         (8, half_up(3000 * 8 * f), True)
+    assert (credit["period_start"], credit["period_end"]) == (api.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                              sub["current_period_end"])
     assert "5 seats" in credit["description"] and "8 seats" in charge["description"]
     assert (preview["quantity"], preview["unit_price_cents"]) == (8, 3000)
-    assert len(ready.charges()) == 1  # the creation only
+    assert len(api.charges()) == 1  # the creation only
+
+
+def test_tax_rounds_a_half_cent_up_not_to_even(sandbox_api: Api) -> None:
+    api = sandbox_api
+    api.reseller(ORG)
+    sub = api.subscription(pro_order(seats=5))
+    start, end = parse(sub["current_period_start"]), parse(sub["current_period_end"])
+    length = int((end - start).total_seconds())
+    # Find the first minute at which 5 -> 8 seats has a subtotal whose 19 % is an even whole cent and a half.
+    for offset in range(60, length // 2, 60):
+        f = Fraction(length - offset, length)
+        subtotal = half_up(3000 * 8 * f) - half_up(3000 * 5 * f)
+        if subtotal % 200 == 150:
+            break
+    api.move_clock(timedelta(seconds=offset))
+
+    preview = api.post(api.sub_path(sub["id"]) + "/seats/preview", json={"seats": 8}, headers=api.admin()).json()
+
+    assert preview["subtotal_cents"] == subtotal
+    assert Fraction(subtotal * 19, 100) % 1 == Fraction(1, 2)
+    assert preview["tax_cents"] == (subtotal * 19 + 50) // 100
+    assert preview["total_cents"] == subtotal + preview["tax_cents"]
 
 
 def test_seats_preview_of_a_decrease_costs_nothing_now(ready: Api) -> None:
@@ -290,7 +317,7 @@ def test_seats_preview_of_a_decrease_costs_nothing_now(ready: Api) -> None:
     preview = response.json()
     assert (preview["lines"], preview["subtotal_cents"], preview["tax_cents"], preview["total_cents"]) == \
         ([], 0, 0, 0)
-    assert preview["effective_at"] == sub["current_period_end"]
+    assert ready.show(sub["id"])["version"] == 1
 
 
 def test_seat_increase_applies_at_once_and_charges_the_proration(sandbox_api: Api) -> None:

@@ -1,0 +1,129 @@
+"""Billing documents of a reseller (charges, prorations, renewals and their refunds), read from the
+billing_documents projection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from api.deps import ResellerAdmin, ServicesDep
+from api.routes.portal import READ_YOUR_WRITES_SECONDS, After
+from commands.errors import NotFound, ProjectionLagging
+from ledger.errors import ValidationFailed
+from projections import billing_documents
+from projections.billing_documents import queries
+from service.bootstrap import Services
+
+router = APIRouter(prefix="/v1/resellers/{org_id}/invoices", tags=["invoices"])
+
+
+class InvoiceLineOut(BaseModel):
+    description: str
+    quantity: int
+    unit_amount_cents: int
+    amount_cents: int
+    period_start: datetime
+    period_end: datetime
+    proration: bool
+
+
+class InvoiceRefundOut(BaseModel):
+    refund_reference: str = Field(description="The payment processor's refund id")
+    amount_cents: int
+    reason: str
+    refunded_at: datetime
+
+
+class InvoiceOut(BaseModel):
+    id: UUID
+    reseller_id: str
+    subscription_id: UUID
+    purpose: str = Field(description="subscription_created, seats_increased or renewal")
+    issued_at: datetime
+    period_start: datetime | None
+    period_end: datetime | None
+    currency: str
+    lines: list[InvoiceLineOut]
+    subtotal_cents: int
+    tax_rate_bps: int
+    tax_cents: int
+    total_cents: int
+    payment_reference: str = Field(description="The payment processor's id of the charge (a PaymentIntent)")
+    state: str = Field(description="paid, partially_refunded or refunded")
+    refunded_cents: int
+    refunds: list[InvoiceRefundOut]
+
+
+class InvoicesOut(BaseModel):
+    items: list[InvoiceOut]
+    next_cursor: str | None
+    total: int
+
+
+def invoice(document: dict[str, Any]) -> InvoiceOut:
+    return InvoiceOut(
+        id=document["invoice_id"], reseller_id=document["reseller_org_id"],
+        subscription_id=document["subscription_id"], purpose=document["purpose"], issued_at=document["issued_at"],
+        period_start=document["period_start"], period_end=document["period_end"], currency=document["currency"],
+        lines=[InvoiceLineOut(**line) for line in document["lines"]], subtotal_cents=document["subtotal_cents"],
+        tax_rate_bps=document["tax_rate_bps"], tax_cents=document["tax_cents"], total_cents=document["total_cents"],
+        payment_reference=document["payment_reference"], state=document["state"],
+        refunded_cents=document["refunded_cents"],
+        refunds=[InvoiceRefundOut(**refund) for refund in document["refunds"]],
+    )
+
+
+def instant(text: str | None, field: str) -> datetime | None:
+    """An ISO 8601 instant with its time zone (2026-11-29T10:00:00Z), or a validation error naming the field."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        at = None
+    if at is None or at.utcoffset() is None:
+        raise ValidationFailed(field, f"{field} must be an ISO 8601 instant with a time zone, "
+                                      f"such as 2026-11-29T10:00:00Z")
+    return at
+
+
+def _caught_up(services: Services, after: int | None) -> None:
+    name = billing_documents.NAME
+    if after and not services.read_side.wait_for(after, [name], READ_YOUR_WRITES_SECONDS):
+        raise ProjectionLagging(f"the billing documents have not reached position {after} yet; retry shortly")
+
+
+@router.get("", response_model=InvoicesOut,
+            summary="Billing documents: charges, prorations and renewals with their lines, tax, payment "
+                    "reference and refunds, newest first")
+def list_invoices(
+    access: ResellerAdmin,
+    services: ServicesDep,
+    subscription_id: Annotated[str | None, Query(max_length=100, description="only this subscription's")] = None,
+    issued_from: Annotated[str | None, Query(alias="from", max_length=100,
+                                             description="issued at or after this instant (ISO 8601)")] = None,
+    issued_to: Annotated[str | None, Query(alias="to", max_length=100,
+                                           description="issued before this instant (ISO 8601)")] = None,
+    limit: Annotated[int, Query(description="1 to 200")] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    after: After = None,
+) -> InvoicesOut:
+    start, end = instant(issued_from, "from"), instant(issued_to, "to")
+    _caught_up(services, after)
+    found = queries.page(services.read_side.db(billing_documents.NAME), services.cursors,
+                         reseller_org_id=access.org_id, subscription_id=subscription_id or None, issued_from=start,
+                         issued_to=end, limit=limit, cursor=cursor or None)
+    return InvoicesOut(items=[invoice(d) for d in found.items], next_cursor=found.next_cursor, total=found.total)
+
+
+@router.get("/{invoice_id}", response_model=InvoiceOut, summary="One billing document, with its refunds")
+def show_invoice(invoice_id: str, access: ResellerAdmin, services: ServicesDep, after: After = None) -> InvoiceOut:
+    _caught_up(services, after)
+    document = queries.one(services.read_side.db(billing_documents.NAME), access.org_id, invoice_id)
+    if document is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    return invoice(document)
