@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from api import errors
-from api.routes import catalog, portal, resellers, sandbox, subscriptions, support
+from api.routes import catalog, invoices, portal, resellers, sandbox, subscriptions, support, webhooks
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
 from service.tokens import token_keys
@@ -40,7 +40,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
     app.state.services = services
     app.state.token_keys = token_keys(services.settings, services.development_secret)
     errors.install(app)
-    for module in (catalog, support, resellers, portal, subscriptions):
+    for module in (catalog, support, resellers, portal, subscriptions, invoices, webhooks):
         app.include_router(module.router)
     if services.settings.clock == "sandbox":
         app.include_router(sandbox.router)

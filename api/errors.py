@@ -30,6 +30,8 @@ STATUS_OF_CODE = {
     "unauthenticated": 401,
     "payment_unavailable": 503,
     "projection_lagging": 503,
+    "invalid_signature": 400,
+    "invalid_payload": 400,
 }
 TITLES = {
     400: "Bad request", 401: "Unauthenticated", 402: "Payment declined", 403: "Forbidden", 404: "Not found",

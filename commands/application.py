@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Recording
-from eventsourcing.persistence import JSONTranscoder
+from eventsourcing.persistence import JSONTranscoder, Recording
 
+import commands.webhooks  # noqa: F401  registers the ProcessorEvent topics for every reader of the log
 from commands import transcodings
 
 

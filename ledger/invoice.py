@@ -53,6 +53,7 @@ class Invoice(Aggregate):
         self.bill = bill
         self.payment_reference = payment_reference
         self.refunded_cents = 0
+        self.refund_references: set[str] = set()
 
     @property
     def state(self) -> str:
@@ -64,7 +65,9 @@ class Invoice(Aggregate):
     def refundable_cents(self) -> int:
         return self.bill.total_cents - self.refunded_cents
 
-    def check_refund(self, amount_cents: int) -> None:
+    def check_refund(self, amount_cents: int, refund_reference: str) -> None:
+        if refund_reference in self.refund_references:
+            raise InvalidState(f"refund {refund_reference} is already recorded on this invoice")
         if amount_cents <= 0:
             raise ValidationFailed("amount_cents", "a refund is a positive amount")
         if amount_cents > self.refundable_cents:
@@ -72,10 +75,11 @@ class Invoice(Aggregate):
 
     def record_refund(self, *, amount_cents: int, refund_reference: str, reason: str, at: datetime,
                       actor: str) -> None:
-        self.check_refund(amount_cents)
+        self.check_refund(amount_cents, refund_reference)
         self._refunded(amount_cents, refund_reference, reason, actor, require_instant(at))
 
     @event(InvoiceRefunded)
     def _refunded(self, amount_cents: int, refund_reference: str, reason: str, actor: str,
                   timestamp: datetime) -> None:
         self.refunded_cents += amount_cents
+        self.refund_references.add(refund_reference)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from commands.application import LedgerApplication
+from projections.billing_documents import BillingDocuments
 from projections.customer_table import CustomerTable
 from projections.due_dates import DueDates
 from projections.invitations import Invitations
@@ -17,7 +18,7 @@ from projections.summary import Summary
 
 
 def all_projections() -> list[Projection]:
-    return [CustomerTable(), Summary(), DueDates(), Invitations()]
+    return [CustomerTable(), Summary(), DueDates(), Invitations(), BillingDocuments()]
 
 
 class ViewLocation:

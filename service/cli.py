@@ -14,7 +14,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
+from commands.errors import PaymentUnavailable
 from commands.handlers import Ledger
+from finance import cli as finance_cli
 from ledger.errors import DomainError
 from service.bootstrap import Services
 from service.settings import Settings, SettingsError, load_settings
@@ -40,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"ledger: {error}", file=sys.stderr)
         return 2
+    except PaymentUnavailable as error:
+        print(f"ledger: the payment processor is unavailable: {error.detail}", file=sys.stderr)
+        return 3
     except DomainError as error:
         print(f"ledger: {error.code}: {error.detail}", file=sys.stderr)
         return 1
@@ -81,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--reseller", metavar="ORG", help="only this reseller's streams")
     which.add_argument("--subscription", metavar="ID", help="only this subscription's stream")
     export.add_argument("--output", "-o", type=Path, help="a file (default: standard output)")
+
+    finance_cli.register(commands, _command)
 
     support = commands.add_parser("support", help="support operations").add_subparsers(
         dest="support_command", required=True, metavar="OPERATION")

@@ -103,8 +103,8 @@ class StripeGateway:
             return sorted((
                 ProcessorRefund(r.id, r.payment_intent or r.charge, r.amount, r.currency.upper(),
                                 _instant(r.created), r.metadata.to_dict())
-                # A failed or canceled refund gave nothing back.
-                for r in refunds.auto_paging_iter() if r.status not in ("failed", "canceled")
+                # Only a succeeded refund gave money back (a pending one may still fail).
+                for r in refunds.auto_paging_iter() if r.status == "succeeded"
             ), key=_oldest_first)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from commands.handlers import Ledger
 from commands.idempotency import IdempotencyKey
 from commands.locks import ThreadLocks
 from ledger import events, pricing
-from ledger.errors import BillingInfoRequired, PaymentDeclined, ValidationFailed
+from ledger.errors import BillingInfoRequired, InvalidState, PaymentDeclined, ValidationFailed
 from ledger.invoice import Invoice
 from ledger.reseller import Reseller
 from ledger.subscription import Order
@@ -301,3 +301,16 @@ def test_metadata_of_a_charge_names_the_ledger_ids(world: InMemoryLedger) -> Non
     [created] = list(world.ledger.history(sub_id))
     assert metadata == {"reseller_org_id": "org_1", "subscription_id": str(sub_id),
                         "invoice_id": str(created.payment.invoice_id), "purpose": "subscription_created"}
+
+
+def test_an_invoice_refuses_the_same_refund_twice_and_more_than_was_paid(world: InMemoryLedger) -> None:
+    sub_id = create_pro(world)
+    [created] = list(world.ledger.history(sub_id))
+    invoice = world.app.repository.get(created.payment.invoice_id)
+    invoice.record_refund(amount_cents=1000, refund_reference="re_1", reason="goodwill", at=T0, actor="finance")
+    with pytest.raises(InvalidState):
+        invoice.record_refund(amount_cents=1000, refund_reference="re_1", reason="goodwill", at=T0, actor="finance")
+    with pytest.raises(InvalidState):
+        invoice.record_refund(amount_cents=invoice.bill.total_cents, refund_reference="re_2", reason="x", at=T0,
+                              actor="finance")
+    assert (invoice.refunded_cents, invoice.state) == (1000, "partially_refunded")

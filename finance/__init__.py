@@ -1,0 +1,2 @@
+"""Finance: reconciling the ledger's billing documents with the payment processor, and exporting them
+for an accounting system."""

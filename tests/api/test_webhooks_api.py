@@ -1,0 +1,80 @@
+"""POST /v1/webhooks/stripe through the real app: signatures, duplicates, and where it does not exist."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.routes import webhooks
+from commands.webhooks import ProcessorEvent
+from service.bootstrap import bootstrap
+from service.settings import load_settings
+from service.tokens import token_keys
+from tests.api.conftest import Api, assert_problem
+from tests.billing_support import WEBHOOK_SECRET, sign, stripe_event, with_billing_documents
+
+PATH = "/v1/webhooks/stripe"
+
+
+@contextmanager
+def app_with(tmp_path: Path, **settings: Any) -> Iterator[Api]:
+    services = with_billing_documents(bootstrap(load_settings(data_dir=tmp_path / "data", sandbox_data=False,
+                                                              **settings)))
+    try:
+        app = create_app(services)
+        if not any(getattr(route, "path", None) == PATH for route in app.routes):
+            app.include_router(webhooks.router)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield Api(client, services, token_keys(services.settings, services.development_secret))
+    finally:
+        services.close()
+
+
+STRIPE = {"payments": "stripe", "stripe_secret_key": "sk_test_unit", "stripe_webhook_secret": WEBHOOK_SECRET}
+
+
+def post(api: Api, payload: bytes, signature: str | None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    return api.post(PATH, content=payload, headers=headers)
+
+
+def test_a_signed_event_is_received_once(tmp_path: Path) -> None:
+    with app_with(tmp_path, **STRIPE) as api:
+        payload = stripe_event("customer.updated", {"id": "cus_1", "object": "customer"}, event_id="evt_api_1")
+        first = post(api, payload, sign(payload))
+        assert first.status_code == 200 and first.json() == {"received": True, "duplicate": False}
+        again = post(api, payload, sign(payload))
+        assert again.status_code == 200 and again.json() == {"received": True, "duplicate": True}
+        assert ProcessorEvent.id_for("stripe", "evt_api_1") in api.services.app.repository
+
+
+def test_a_bad_missing_or_expired_signature_is_a_400_problem(tmp_path: Path) -> None:
+    with app_with(tmp_path, **STRIPE) as api:
+        payload = stripe_event("customer.updated", {"id": "cus_1", "object": "customer"})
+        position = api.log_position()
+        for signature in (None, "t=1,v1=nonsense", sign(payload, secret="whsec_other"),
+                          sign(payload, at=int(time.time()) - 3600)):
+            assert_problem(post(api, payload, signature), 400, "invalid_signature")
+        assert_problem(post(api, b"\xff\xfe", sign(b"x")), 400, "invalid_signature")
+        assert_problem(post(api, b"not json", sign(b"not json")), 400, "invalid_payload")
+        assert api.log_position() == position
+
+
+def test_it_does_not_exist_without_stripe_payments_or_a_webhook_secret(tmp_path: Path) -> None:
+    payload = stripe_event("customer.updated", {"id": "cus_1", "object": "customer"})
+    with app_with(tmp_path / "simulated") as api:
+        assert_problem(post(api, payload, sign(payload)), 404, "not_found")
+    without_secret = {key: value for key, value in STRIPE.items() if key != "stripe_webhook_secret"}
+    with app_with(tmp_path / "no-secret", **without_secret) as api:
+        assert_problem(post(api, payload, sign(payload)), 404, "not_found")
