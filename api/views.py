@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from api.schemas import (BillingOut, CardOut, EventOut, LineOut, PreviewOut, ResellerOut, SubscriptionOut)
 from commands.handlers import Priced

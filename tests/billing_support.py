@@ -19,8 +19,6 @@ from ledger.subscription import Order
 from projections import billing_documents
 from projections.billing_documents import BillingDocuments, queries
 from projections.deployment import ReadSide, ViewLocation
-from projections.runner import Follower
-from service.bootstrap import Services
 from tests.support import InMemoryLedger
 
 EVER = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
@@ -120,13 +118,3 @@ def payment_intent_object(payment_intent: str, amount_cents: int, metadata: dict
 
 def sign(payload: bytes, *, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:
     return stripe.WebhookSignature.generate_signature_header(payload.decode(), secret, timestamp=at)
-
-
-def with_billing_documents(services: Services) -> Services:
-    """The deployment with the billing_documents projection among its followers (until it is wired
-    into ``projections.deployment.all_projections``)."""
-    read_side = services.read_side
-    if billing_documents.NAME not in read_side.followers:
-        read_side.followers[billing_documents.NAME] = Follower(
-            read_side.log, BillingDocuments(), read_side.location.open(billing_documents.NAME))
-    return services

@@ -72,7 +72,7 @@ class CustomerTable:
     name = NAME
 
     def create_tables(self, cursor: Cursor) -> None:
-        cursor.execute(f"""CREATE TABLE IF NOT EXISTS customer_table (
+        cursor.execute("""CREATE TABLE IF NOT EXISTS customer_table (
             subscription_id TEXT PRIMARY KEY, reseller_org_id TEXT NOT NULL, customer TEXT NOT NULL,
             customer_search TEXT NOT NULL, type TEXT NOT NULL, plan TEXT NOT NULL, plan_name TEXT NOT NULL,
             billing_cycle TEXT NOT NULL, status TEXT NOT NULL, seats INTEGER NOT NULL, pending_seats INTEGER,

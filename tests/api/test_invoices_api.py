@@ -16,11 +16,9 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.routes import invoices
 from service.bootstrap import bootstrap
 from service.settings import load_settings
 from service.tokens import token_keys
-from tests.billing_support import with_billing_documents
 from tests.api.conftest import ORG, OTHER_ORG, Api, assert_iso_utc, assert_problem, plus_order, pro_order
 
 INVOICE_FIELDS = {"id", "reseller_id", "subscription_id", "purpose", "issued_at", "period_start", "period_end",
@@ -32,12 +30,9 @@ INVOICE_FIELDS = {"id", "reseller_id", "subscription_id", "purpose", "issued_at"
 def api(tmp_path: Path) -> Iterator[Api]:
     """The real app on the sandbox clock, its projections (billing documents among them) followed in
     background threads."""
-    services = with_billing_documents(
-        bootstrap(load_settings(data_dir=tmp_path / "data", sandbox_data=False, clock="sandbox")))
+    services = bootstrap(load_settings(data_dir=tmp_path / "data", sandbox_data=False, clock="sandbox"))
     try:
         app = create_app(services)
-        if not any(getattr(route, "path", None) == "/v1/resellers/{org_id}/invoices" for route in app.routes):
-            app.include_router(invoices.router)
         services.read_side.start(poll_seconds=0.05)
         with TestClient(app, raise_server_exceptions=False) as client:
             yield Api(client, services, token_keys(services.settings, services.development_secret))

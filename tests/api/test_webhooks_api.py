@@ -14,25 +14,21 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.routes import webhooks
 from commands.webhooks import ProcessorEvent
 from service.bootstrap import bootstrap
 from service.settings import load_settings
 from service.tokens import token_keys
 from tests.api.conftest import Api, assert_problem
-from tests.billing_support import WEBHOOK_SECRET, sign, stripe_event, with_billing_documents
+from tests.billing_support import WEBHOOK_SECRET, sign, stripe_event
 
 PATH = "/v1/webhooks/stripe"
 
 
 @contextmanager
 def app_with(tmp_path: Path, **settings: Any) -> Iterator[Api]:
-    services = with_billing_documents(bootstrap(load_settings(data_dir=tmp_path / "data", sandbox_data=False,
-                                                              **settings)))
+    services = bootstrap(load_settings(data_dir=tmp_path / "data", sandbox_data=False, **settings))
     try:
         app = create_app(services)
-        if not any(getattr(route, "path", None) == PATH for route in app.routes):
-            app.include_router(webhooks.router)
         with TestClient(app, raise_server_exceptions=False) as client:
             yield Api(client, services, token_keys(services.settings, services.development_secret))
     finally:

@@ -17,14 +17,14 @@ from finance.export import COLUMNS, export_billing
 from service.bootstrap import Services, bootstrap
 from service.cli import _command
 from service.settings import Settings, load_settings
-from tests.billing_support import PRO_ORDER, with_billing_documents
+from tests.billing_support import PRO_ORDER
 from tests.support import ADMIN
 
 PERIOD = ["--from", "2000-01-01", "--to", "2100-01-01T00:00:00Z"]
 
 
 def open_services(settings: Settings) -> Services:
-    return with_billing_documents(bootstrap(settings))
+    return bootstrap(settings)
 
 
 @pytest.fixture
