@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
-from api.schemas import (BillingOut, CardOut, EventOut, LineOut, PreviewOut, ResellerOut, SubscriptionOut)
+from api.schemas import BillingOut, CardOut, EventOut, LineOut, PreviewOut, ResellerOut, SubscriptionOut
 from commands.handlers import Priced
 from commands.quotes import QUOTE_LIFETIME
-from projections.log import Recorded
 from ledger.reseller import Reseller
 from ledger.subscription import Subscription
+from projections.log import Recorded
 
 
 def subscription(sub: Subscription) -> SubscriptionOut:

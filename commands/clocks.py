@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -17,7 +17,7 @@ from ledger.periods import require_instant
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc).replace(microsecond=0)
+        return datetime.now(UTC).replace(microsecond=0)
 
 
 class ManualClock:
@@ -70,7 +70,7 @@ class SandboxTime(Aggregate):
     ID = uuid5(NAMESPACE_URL, "/sandbox/clock")
 
     class Created(Aggregate.Created):
-        """SandboxClockStarted: the library names an aggregate's creation event class Created; the topic names the type."""
+        """SandboxClockStarted: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:SandboxClock.SandboxClockStarted"
         now: datetime

@@ -127,7 +127,8 @@ class _Payer:
             self._attempt.declined = _Declined(self._reseller.id, self._purpose, self._subscription_id, bill, declined)
             raise
         payment = Payment(invoice_id, reference)
-        self._attempt.charged.append(_Charged(payment, bill, self._purpose, self._subscription_id, self._reseller.org_id))
+        self._attempt.charged.append(
+            _Charged(payment, bill, self._purpose, self._subscription_id, self._reseller.org_id))
         return payment
 
 

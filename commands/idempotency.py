@@ -28,7 +28,8 @@ class IdempotencyKey:
     @classmethod
     def for_request(cls, scope: str, key: str, method: str, path: str, body: Any) -> IdempotencyKey:
         if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-            raise ValidationFailed("Idempotency-Key", f"an Idempotency-Key is 1 to {MAX_KEY_LENGTH} printable characters")
+            raise ValidationFailed("Idempotency-Key",
+                                   f"an Idempotency-Key is 1 to {MAX_KEY_LENGTH} printable characters")
         canonical = json.dumps([method.upper(), path, body], sort_keys=True, separators=(",", ":"), default=str)
         return cls(scope, key, hashlib.sha256(canonical.encode()).hexdigest())
 
@@ -43,7 +44,7 @@ class IdempotentRequest(Aggregate):
     TOPIC = "ledger:IdempotentRequest"
 
     class Created(Aggregate.Created):
-        """IdempotentRequestRecorded: the library names an aggregate's creation event class Created; the topic names the type."""
+        """IdempotentRequestRecorded: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:IdempotentRequest.IdempotentRequestRecorded"
         scope: str
@@ -57,7 +58,8 @@ class IdempotentRequest(Aggregate):
         return uuid5(NAMESPACE_URL, f"/idempotency/{scope}/{key}")
 
     @classmethod
-    def record(cls, key: IdempotencyKey, *, resource_id: UUID, resource_version: int, at: datetime) -> IdempotentRequest:
+    def record(cls, key: IdempotencyKey, *, resource_id: UUID, resource_version: int,
+               at: datetime) -> IdempotentRequest:
         return cls._create(cls.Created, id=key.record_id, timestamp=at, scope=key.scope,
                            key=key.key, fingerprint=key.fingerprint, resource_id=resource_id,
                            resource_version=resource_version)

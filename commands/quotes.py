@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from commands.errors import QuoteStale
@@ -65,7 +65,7 @@ class QuoteSigner:
             )
         except (ValueError, TypeError):  # a signed body always parses; this guards against a leaked secret
             raise invalid from None
-        return Quote(org_id, subject, basis_version, datetime.fromtimestamp(priced_at, timezone.utc), total)
+        return Quote(org_id, subject, basis_version, datetime.fromtimestamp(priced_at, UTC), total)
 
     def _sign(self, body: bytes) -> str:
         digest = hmac.new(self._secret, body, hashlib.sha256).digest()

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -77,7 +77,7 @@ class ProcessorEvent(Aggregate):
     TOPIC = "ledger:ProcessorEvent"
 
     class Created(Aggregate.Created):
-        """ProcessorEventReceived: the library names an aggregate's creation event class Created; the topic names the type."""
+        """ProcessorEventReceived: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:ProcessorEvent.ProcessorEventReceived"
         processor: str
@@ -304,7 +304,7 @@ def _facts(body: dict[str, Any]) -> ReceivedFacts:
         event_id=body["id"], event_type=body["type"], object_id=_text(obj, "id"), payment_reference=payment_reference,
         status=_text(obj, "status"), amount_cents=amount, currency=currency.upper() if currency else None,
         metadata=_metadata(obj),
-        processor_created_at=datetime.fromtimestamp(created, timezone.utc) if created is not None else None,
+        processor_created_at=datetime.fromtimestamp(created, UTC) if created is not None else None,
     )
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -62,9 +62,9 @@ def parse_instant(text: str, option: str) -> datetime:
     except ValueError:
         raise BadInput(f"{option} {text!r} is not a date or an ISO 8601 instant "
                        f"(for example 2026-01-01 or 2026-01-01T00:00:00Z)") from None
-    at = at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
     try:
-        whole = at.astimezone(timezone.utc).replace(microsecond=0)
+        whole = at.astimezone(UTC).replace(microsecond=0)
         return whole + timedelta(seconds=1) if at.microsecond else whole
     except OverflowError:
         raise BadInput(f"{option} {text!r} is out of range") from None

@@ -14,7 +14,7 @@ class CustomerAccount(Aggregate):
     TOPIC = "ledger:CustomerAccount"
 
     class Created(Aggregate.Created):
-        """CustomerAccountOpened: the library names an aggregate's creation event class Created; the topic names the type."""
+        """CustomerAccountOpened: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:CustomerAccount.CustomerAccountOpened"
         reseller_org_id: str

@@ -20,7 +20,7 @@ class Invoice(Aggregate):
     TOPIC = "ledger:Invoice"
 
     class Created(Aggregate.Created):
-        """InvoiceIssued: the library names an aggregate's creation event class Created; the topic names the type."""
+        """InvoiceIssued: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:Invoice.InvoiceIssued"
         reseller_org_id: str

@@ -7,7 +7,7 @@ gives Feb 28 (or 29), then Mar 31 again; an annual Feb 29 anchor gives Feb 28 in
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from ledger.catalog import ANNUAL, MONTHLY
@@ -19,7 +19,7 @@ def require_instant(at: datetime) -> datetime:
         raise ValueError(f"instant must be UTC: {at!r}")
     if at.microsecond:
         raise ValueError(f"instant must be whole seconds: {at!r}")
-    return at.astimezone(timezone.utc)
+    return at.astimezone(UTC)
 
 
 def add_months(anchor: datetime, months: int) -> datetime:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -32,7 +32,7 @@ class Reseller(Aggregate):
     TOPIC = "ledger:Reseller"
 
     class Created(Aggregate.Created):
-        """ResellerEnabled: the library names an aggregate's creation event class Created; the topic names the type."""
+        """ResellerEnabled: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:Reseller.ResellerEnabled"
         org_id: str

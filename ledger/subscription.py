@@ -80,7 +80,7 @@ class Subscription(Aggregate):
     TOPIC = "ledger:Subscription"
 
     class Created(Aggregate.Created):
-        """SubscriptionCreated: the library names an aggregate's creation event class Created; the topic names the type."""
+        """SubscriptionCreated: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:Subscription.SubscriptionCreated"
         reseller_org_id: str

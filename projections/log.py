@@ -8,9 +8,9 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.sql import SQL, Identifier
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.sql import SQL, Identifier
 
 from commands.application import LedgerApplication
 from ledger import events
@@ -81,7 +81,8 @@ class EventLog:
             try:
                 domain_event = self.app.mapper.to_domain_event(notification)
             except Exception as error:  # any failure to decode is reported with the event's place
-                raise UndecodableEvent(notification.id, notification.topic, f"{type(error).__name__}: {error}") from error
+                reason = f"{type(error).__name__}: {error}"
+                raise UndecodableEvent(notification.id, notification.topic, reason) from error
             recorded.append(Recorded(notification.id, domain_event))
         return recorded
 

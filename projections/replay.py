@@ -41,7 +41,7 @@ def replay(live: ReadSide, fresh: ViewLocation, *, batch_size: int = 2000,
         rebuilt = Follower(live.log, type(follower.projection)(), fresh.open(name), batch_size=batch_size)
         done = 0
 
-        def step(count: int, name: str = name) -> None:
+        def step(count: int, name: str = name, position: int = position) -> None:
             nonlocal done
             done += count
             if progress:

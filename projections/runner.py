@@ -14,8 +14,14 @@ from typing import Any, Protocol
 import psycopg
 
 from projections.log import EventLog, NewsWaiter, Recorded, UndecodableEvent
-from projections.store import (Cursor, PositionConflict, ViewDatabase, advance_position, create_positions_table,
-                               position_of)
+from projections.store import (
+    Cursor,
+    PositionConflict,
+    ViewDatabase,
+    advance_position,
+    create_positions_table,
+    position_of,
+)
 
 log = logging.getLogger("ledger.projections")
 
@@ -52,7 +58,8 @@ class ProjectionStopped(Exception):
 
 
 class Follower:
-    def __init__(self, log_: EventLog, projection: Projection, db: ViewDatabase, *, batch_size: int = BATCH_SIZE) -> None:
+    def __init__(self, log_: EventLog, projection: Projection, db: ViewDatabase, *,
+                 batch_size: int = BATCH_SIZE) -> None:
         self.log = log_
         self.projection = projection
         self.db = db

@@ -6,10 +6,10 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -18,14 +18,14 @@ from commands.clocks import SandboxClock, SystemClock
 from commands.gateways.simulated import SimulatedGateway
 from commands.handlers import Ledger
 from commands.locks import PostgresAdvisoryLocks, ThreadLocks
+from commands.mail import Mailer, mailer_from_settings
 from commands.ports import Clock, Locks, PaymentGateway
 from commands.quotes import QuoteSigner
 from ledger.catalog import Catalog, CatalogError
-from projections.cursors import CursorSigner
-from commands.mail import Mailer, mailer_from_settings
 from projections import due_dates, invitations
-from projections.invitations.sender import InvitationSender, SenderThread
+from projections.cursors import CursorSigner
 from projections.deployment import ReadSide, ViewLocation
+from projections.invitations.sender import InvitationSender, SenderThread
 from service.scheduler import Scheduler, SchedulerThread
 from service.settings import Settings, SettingsError
 

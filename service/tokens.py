@@ -28,7 +28,8 @@ def token_keys(settings: Settings, development_secret: bytes) -> TokenKeys:
                 with open(key) as pem:
                     key = pem.read()
             except OSError as error:
-                raise SettingsError(f"LEDGER_JWT_PUBLIC_KEY: not a PEM key nor a readable file: {error.strerror}") from None
+                raise SettingsError(
+                    f"LEDGER_JWT_PUBLIC_KEY: not a PEM key nor a readable file: {error.strerror}") from None
         try:
             verify_key = jwt.algorithms.RSAAlgorithm.from_jwk(key) if key.lstrip().startswith("{") else \
                 jwt.api_jws.get_algorithm_by_name("RS256").prepare_key(key)

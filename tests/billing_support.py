@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -21,7 +21,7 @@ from projections.billing_documents import BillingDocuments, queries
 from projections.deployment import ReadSide, ViewLocation
 from tests.support import InMemoryLedger
 
-EVER = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
+EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 PRO_ORDER = Order("pro", "monthly", seats=3, organization_name="Initech", admin_email="admin@initech.example")
 WEBHOOK_SECRET = "whsec_test_billing"
 

@@ -13,6 +13,7 @@ import pytest
 
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
+from tests.support import InMemoryLedger, in_memory_ledger, reseller_with_card
 
 POSTGRES_URL = os.environ.get("LEDGER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -67,3 +68,11 @@ def services(service_env: dict[str, str]) -> Iterator[Services]:
     built = bootstrap(load_settings(**overrides))
     yield built
     built.close()
+
+
+@pytest.fixture
+def world() -> InMemoryLedger:
+    """An in-memory ledger with one reseller, org_1, billing from Germany (19 % tax) with a Visa card."""
+    world = in_memory_ledger()
+    reseller_with_card(world, "org_1", country="DE")
+    return world

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from uuid import UUID
 
 from commands.application import LedgerApplication
@@ -18,7 +19,7 @@ from commands.quotes import QuoteSigner
 from ledger import events
 from ledger.catalog import Catalog
 
-T0 = datetime(2026, 1, 31, 10, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 31, 10, 0, 0, tzinfo=UTC)
 CATALOG = Catalog.from_toml(files("ledger").joinpath("catalog.toml").read_text())
 ADMIN = "user-admin"
 
@@ -39,11 +40,11 @@ class InMemoryLedger:
         return [events.type_name(e) for e in self.ledger.history(aggregate_id)]
 
 
-def in_memory_ledger(now: datetime = T0, catalog: Catalog = CATALOG, env: dict[str, str] | None = None) -> InMemoryLedger:
+def in_memory_ledger(now: datetime = T0) -> InMemoryLedger:
     clock = ManualClock(now)
-    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo", **(env or {})})
+    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     gateway = SimulatedGateway(":memory:", clock)
-    ledger = Ledger(app, catalog=catalog, clock=clock, gateway=gateway, locks=ThreadLocks(),
+    ledger = Ledger(app, catalog=CATALOG, clock=clock, gateway=gateway, locks=ThreadLocks(),
                     quotes=QuoteSigner(b"test quotes"))
     return InMemoryLedger(ledger, clock, gateway)
 

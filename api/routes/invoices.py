@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ResellerAdmin, ServicesDep
 from api.routes.portal import READ_YOUR_WRITES_SECONDS, After
+from api.schemas import LineOut
 from commands.errors import NotFound, ProjectionLagging
 from ledger.errors import ValidationFailed
 from projections import billing_documents
@@ -19,16 +20,6 @@ from projections.billing_documents import queries
 from service.bootstrap import Services
 
 router = APIRouter(prefix="/v1/resellers/{org_id}/invoices", tags=["invoices"])
-
-
-class InvoiceLineOut(BaseModel):
-    description: str
-    quantity: int
-    unit_amount_cents: int
-    amount_cents: int
-    period_start: datetime
-    period_end: datetime
-    proration: bool
 
 
 class InvoiceRefundOut(BaseModel):
@@ -47,7 +38,7 @@ class InvoiceOut(BaseModel):
     period_start: datetime | None
     period_end: datetime | None
     currency: str
-    lines: list[InvoiceLineOut]
+    lines: list[LineOut]
     subtotal_cents: int
     tax_rate_bps: int
     tax_cents: int
@@ -69,7 +60,7 @@ def invoice(document: dict[str, Any]) -> InvoiceOut:
         id=document["invoice_id"], reseller_id=document["reseller_org_id"],
         subscription_id=document["subscription_id"], purpose=document["purpose"], issued_at=document["issued_at"],
         period_start=document["period_start"], period_end=document["period_end"], currency=document["currency"],
-        lines=[InvoiceLineOut(**line) for line in document["lines"]], subtotal_cents=document["subtotal_cents"],
+        lines=[LineOut(**line) for line in document["lines"]], subtotal_cents=document["subtotal_cents"],
         tax_rate_bps=document["tax_rate_bps"], tax_cents=document["tax_cents"], total_cents=document["total_cents"],
         payment_reference=document["payment_reference"], state=document["state"],
         refunded_cents=document["refunded_cents"],

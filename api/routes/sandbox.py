@@ -4,7 +4,7 @@ on the way happens, in time order, before the answer."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -54,6 +54,6 @@ def move_clock(body: MoveClockIn, user: SupportUser, services: ServicesDep) -> C
     with _one_at_a_time:
         start = clock.now()
         target = (start + timedelta(seconds=body.advance_seconds) if body.advance_seconds is not None
-                  else body.now.astimezone(timezone.utc).replace(microsecond=0))  # type: ignore[union-attr]
+                  else body.now.astimezone(UTC).replace(microsecond=0))  # type: ignore[union-attr]
         ran = services.scheduler.advance(clock, target, actor=user.user_id)
         return ClockOut(now=clock.now(), changes=ran.changes)

@@ -5,8 +5,7 @@ from fastapi import APIRouter, Response, status
 from api import views
 from api.deps import Idempotency, LedgerDep, ResellerAdmin, ServicesDep
 from api.routes.common import answer, subscription_id
-from api.schemas import (CreateSubscriptionIn, EventsOut, OrderIn, PreviewOut, SeatsIn, SeatsPreviewIn,
-                         SubscriptionOut)
+from api.schemas import CreateSubscriptionIn, EventsOut, OrderIn, PreviewOut, SeatsIn, SeatsPreviewIn, SubscriptionOut
 from ledger.subscription import Order
 
 router = APIRouter(prefix="/v1/resellers/{org_id}/subscriptions", tags=["subscriptions"])

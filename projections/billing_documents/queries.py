@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -139,7 +139,7 @@ def _instant_text(at: datetime, field: str) -> str:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValidationFailed(field, f"{field} needs a time zone (for example 2026-01-01T00:00:00Z)")
     try:
-        whole = at.astimezone(timezone.utc).replace(microsecond=0)
+        whole = at.astimezone(UTC).replace(microsecond=0)
         if at.microsecond:
             whole += timedelta(seconds=1)
     except OverflowError:

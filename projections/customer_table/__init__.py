@@ -111,5 +111,6 @@ class CustomerTable:
 
     @staticmethod
     def _load(cursor: Cursor, keys: set[str]) -> dict[str, Row | None]:
-        found = select_by_keys(cursor, f"SELECT {', '.join(COLUMNS)} FROM customer_table WHERE subscription_id IN", keys)
+        found = select_by_keys(cursor, f"SELECT {', '.join(COLUMNS)} FROM customer_table WHERE subscription_id IN",
+                               keys)
         return {values[0]: Row(*values) for values in found}

@@ -16,15 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 from commands.mail import Mailer, MailUnavailable
 from commands.ports import Clock
 from ledger import events
-from projections.invitations import (OUTBOX_COLUMNS, PENDING, SENDING, SENT, Delivery, Invitation, OutboxRow,
-                                    row_from)
+from projections.invitations import OUTBOX_COLUMNS, PENDING, SENDING, SENT, Delivery, Invitation, OutboxRow, row_from
 from projections.store import ViewDatabase
 
 log = logging.getLogger("ledger.invitations")
@@ -46,7 +45,7 @@ def compose(invitation: Invitation, *, from_address: str) -> EmailMessage:
     message["To"] = invitation.recipient
     message["Subject"] = invitation.subject
     message["Date"] = format_datetime(datetime.strptime(invitation.created_at, "%Y-%m-%dT%H:%M:%SZ")
-                                      .replace(tzinfo=timezone.utc))
+                                      .replace(tzinfo=UTC))
     message["Message-ID"] = message_id(invitation.invitation_id)
     # RFC 3834: out-of-office robots must not answer an automated message.
     message["Auto-Submitted"] = "auto-generated"

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,8 @@ class Api:
 
     def put_billing(self, org_id: str, payment_method: str = "pm_card_visa", country: str = "DE") -> httpx.Response:
         return self.put(f"/v1/resellers/{org_id}/billing", headers=self.admin(org_id),
-                        json={"payment_method": payment_method, "billing_email": f"billing@{org_id.replace('_', '-')}.example",
-                              "country": country})
+                        json={"payment_method": payment_method, "country": country,
+                              "billing_email": f"billing@{org_id.replace('_', '-')}.example"})
 
     def reseller(self, org_id: str = ORG, *, country: str = "DE", payment_method: str = "pm_card_visa") -> str:
         self.enable_reseller(org_id)
@@ -154,8 +154,8 @@ class Api:
         return self.services.app.recorder.max_notification_id() or 0
 
     def charges(self) -> list[ProcessorCharge]:
-        return self.services.gateway.list_charges(created_from=datetime(2000, 1, 1, tzinfo=timezone.utc),
-                                                  created_to=datetime(2200, 1, 1, tzinfo=timezone.utc))
+        return self.services.gateway.list_charges(created_from=datetime(2000, 1, 1, tzinfo=UTC),
+                                                  created_to=datetime(2200, 1, 1, tzinfo=UTC))
 
     def reseller_event_types(self, org_id: str = ORG) -> list[str]:
         return [events.type_name(e) for e in self.services.ledger.history(Reseller.id_for(org_id))]

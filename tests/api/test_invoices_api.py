@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from datetime import datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import pytest

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import (ORG, OTHER_ORG, Api, assert_iso_utc, assert_problem, plus_order, pro_order)
+from tests.api.conftest import ORG, OTHER_ORG, Api, assert_iso_utc, assert_problem, plus_order, pro_order
 
 ROW_FIELDS = {"subscription_id", "customer", "type", "plan", "plan_name", "billing_cycle", "status", "seats",
               "pending_seats", "current_period_start", "current_period_end"}

@@ -8,8 +8,7 @@ from fractions import Fraction
 from typing import Any
 
 from ledger.reseller import Reseller
-from tests.api.conftest import (ADMIN, ORG, SUPPORT, Api, assert_iso_utc, assert_problem, plus_order,
-                                pro_order)
+from tests.api.conftest import ADMIN, ORG, SUPPORT, Api, assert_iso_utc, assert_problem, plus_order, pro_order
 
 SUBSCRIPTION_FIELDS = {
     "id", "reseller_id", "type", "plan", "billing_cycle", "customer", "end_user_email", "display_name",

@@ -53,7 +53,8 @@ def test_a_reseller_is_enabled_pays_and_sees_its_table_over_http(service_env: di
         assert httpx.get(f"{base}/v1/resellers/org_e2e/summary", headers=token(service_env, "--org",
                                                                                "org_e2e:member")).status_code == 403
     exported = run("export-events", "--reseller", "org_e2e", env=service_env)
-    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 5  # enabled, billing, sub, account, invoice
+    # enabled, billing info, subscription, customer account, invoice
+    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 5
 
 
 def test_the_embedded_default_starts_with_sandbox_data_and_prints_a_token(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from projections.invitations.sender import INTERRUPTED, InvitationSender, RetryP
 from projections.log import EventLog
 from projections.runner import Follower
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
-from tests.support import ADMIN, InMemoryLedger, in_memory_ledger, reseller_with_card
+from tests.support import ADMIN, InMemoryLedger
 
 PLUS_ORDER = Order("plus", "monthly", end_user_email="ada@example.com", display_name="Ada Lovelace")
 PRO_ORDER = Order("pro", "monthly", seats=12, organization_name="Initech", admin_email="admin@initech.example")
@@ -102,7 +102,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     """A self-signed certificate for 127.0.0.1, trusted by the client context only."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
@@ -132,13 +132,6 @@ class CrashAfterHandover:
 
 class ProcessDied(BaseException):
     """Stands for the process being killed: nothing in the sender may catch it."""
-
-
-@pytest.fixture
-def world() -> InMemoryLedger:
-    world = in_memory_ledger()
-    reseller_with_card(world, "org_1")
-    return world
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from ledger.errors import DomainError, ValidationFailed
 from ledger.subscription import Order, Subscription
 from projections import customer_table, summary
-from projections.customer_table import CustomerTable, queries
 from projections.cursors import CursorSigner
+from projections.customer_table import CustomerTable, queries
 from projections.deployment import ReadSide, ViewLocation
 from projections.replay import replay
 from projections.runner import ProjectionStopped

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -17,8 +17,8 @@ from projections import billing_documents
 from projections.billing_documents import BillingDocuments, queries
 from projections.cursors import CursorSigner
 from projections.deployment import ReadSide, ViewLocation
-from projections.replay import replay
 from projections.log import Recorded
+from projections.replay import replay
 from projections.runner import UnhandledEvent
 from tests.billing_support import EVER, PRO_ORDER, all_entries, invoice_ids, issue_document, record_refund
 from tests.support import ADMIN, T0, InMemoryLedger, in_memory_ledger, reseller_with_card
@@ -159,7 +159,7 @@ def test_a_replay_in_big_batches_equals_the_view_followed_event_by_event(world: 
 
 def test_an_unknown_invoice_event_stops_the_projection() -> None:
     unknown = InvoiceVoided(originator_id=uuid4(), originator_version=2,
-                            timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc))
+                            timestamp=datetime(2026, 1, 1, tzinfo=UTC))
     cursor = sqlite3.connect(":memory:").cursor()
     projection = BillingDocuments()
     projection.create_tables(cursor)

@@ -18,8 +18,16 @@ from commands.webhooks import StripeWebhooks
 from finance.reconcile import reconcile
 from ledger.errors import DomainError
 from ledger.subscription import Order
-from tests.billing_support import (EVER, WEBHOOK_SECRET, all_entries, billing_view, charge_object, refund_object,
-                                   sign, stripe_event)
+from tests.billing_support import (
+    EVER,
+    WEBHOOK_SECRET,
+    all_entries,
+    billing_view,
+    charge_object,
+    refund_object,
+    sign,
+    stripe_event,
+)
 from tests.support import ADMIN, InMemoryLedger, in_memory_ledger, reseller_with_card
 
 ORG = "org_1"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -30,13 +31,6 @@ def charges(world: InMemoryLedger) -> list[int]:
 
 def refunds(world: InMemoryLedger) -> list[int]:
     return [r.amount_cents for r in world.gateway.list_refunds(created_from=EVER[0], created_to=EVER[1])]
-
-
-@pytest.fixture
-def world() -> InMemoryLedger:
-    world = in_memory_ledger()
-    reseller_with_card(world, "org_1", country="DE")
-    return world
 
 
 def create_pro(world: InMemoryLedger, **kwargs: Any) -> UUID:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -20,13 +20,21 @@ from eventsourcing.domain import Aggregate
 from commands.mail import OUTBOX_FILE_NAME, MailUnavailable, MboxMailer, SmtpMailer, mailer_from_settings
 from ledger import events
 from ledger.subscription import Order
-from projections.invitations import (ACTIVATE_SUBSCRIPTION, MANAGE_CUSTOMER_ACCOUNT, PENDING, SENT, Invitations,
-                                     OutboxRow, invitation_id_for, outbox)
+from projections.invitations import (
+    ACTIVATE_SUBSCRIPTION,
+    MANAGE_CUSTOMER_ACCOUNT,
+    PENDING,
+    SENT,
+    Invitations,
+    OutboxRow,
+    invitation_id_for,
+    outbox,
+)
 from projections.invitations.sender import InvitationSender, RetryPolicy, SenderThread, message_id
 from projections.log import EventLog, Recorded
 from projections.runner import Follower, UnhandledEvent
 from projections.store import Cursor, SQLiteViews
-from tests.support import ADMIN, T0, InMemoryLedger, in_memory_ledger, reseller_with_card
+from tests.support import ADMIN, T0, InMemoryLedger
 
 PLUS_ORDER = Order("plus", "monthly", end_user_email="ada@example.com", display_name="Ada Lovelace")
 PRO_ORDER = Order("pro", "annual", seats=3, organization_name="Initech", admin_email="admin@initech.example")
@@ -49,13 +57,6 @@ class Postbox:
 class BuggyMailer:
     def send(self, message: EmailMessage) -> None:
         raise RuntimeError("a bug in the mail adapter")
-
-
-@pytest.fixture
-def world() -> InMemoryLedger:
-    world = in_memory_ledger()
-    reseller_with_card(world, "org_1")
-    return world
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def the_row_of(db: SQLiteViews, subscription_id: UUID) -> OutboxRow:
 
 def instant(iso: str | None) -> datetime:
     assert iso is not None
-    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def no_price_in(text: str) -> bool:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 
 import pytest
@@ -12,7 +12,7 @@ from ledger.periods import boundary, period, remaining_fraction, require_instant
 
 
 def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=timezone.utc)
+    return datetime(*parts, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("exact", "rounded"), [
@@ -62,7 +62,7 @@ def test_an_annual_feb_29_anchor_renews_on_feb_28_and_returns_to_29_in_leap_year
         utc(2028, 2, 29), utc(2029, 2, 28), utc(2030, 2, 28), utc(2031, 2, 28), utc(2032, 2, 29)]
 
 
-@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(timezone.utc)),
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
        st.sampled_from(["monthly", "annual"]), st.integers(0, 200))
 def test_periods_tile_time_without_gaps(anchor: datetime, cycle: str, index: int) -> None:
     anchor = anchor.replace(microsecond=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +13,7 @@ from ledger.subscription import Order
 from tests.support import ADMIN, T0, in_memory_ledger, reseller_with_card
 
 anchors = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1),
-                       timezones=st.just(timezone.utc)).map(lambda at: at.replace(microsecond=0))
+                       timezones=st.just(UTC)).map(lambda at: at.replace(microsecond=0))
 cycles = st.sampled_from(["monthly", "annual"])
 units = st.integers(1, 1_000_000)
 seat_counts = st.integers(1, 10_000)

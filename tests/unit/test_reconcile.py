@@ -17,18 +17,18 @@ from ledger.errors import PaymentDeclined
 from projections import billing_documents
 from projections.billing_documents import queries
 from projections.deployment import ReadSide
-from tests.billing_support import (EVER, PRO_ORDER, billing_view, charge_outside_the_ledger, invoice_ids,
-                                   issue_document, record_refund)
-from tests.support import ADMIN, T0, InMemoryLedger, in_memory_ledger, reseller_with_card
+from tests.billing_support import (
+    EVER,
+    PRO_ORDER,
+    billing_view,
+    charge_outside_the_ledger,
+    invoice_ids,
+    issue_document,
+    record_refund,
+)
+from tests.support import ADMIN, T0, InMemoryLedger
 
 PERIOD = (T0 - timedelta(days=1), T0 + timedelta(days=60))
-
-
-@pytest.fixture
-def world() -> InMemoryLedger:
-    world = in_memory_ledger()
-    reseller_with_card(world, "org_1", country="DE")
-    return world
 
 
 @pytest.fixture

@@ -17,17 +17,23 @@ from ledger import events
 from projections import billing_documents
 from projections.billing_documents import queries
 from projections.deployment import ReadSide
-from tests.billing_support import (EVER, PRO_ORDER, WEBHOOK_SECRET, all_entries, billing_view,
-                                   charge_object, documents_by_id, invoice_ids, issue_document,
-                                   payment_intent_object, record_refund, refund_object, sign, stripe_event)
-from tests.support import ADMIN, InMemoryLedger, in_memory_ledger, reseller_with_card
-
-
-@pytest.fixture
-def world() -> InMemoryLedger:
-    world = in_memory_ledger()
-    reseller_with_card(world, "org_1")
-    return world
+from tests.billing_support import (
+    EVER,
+    PRO_ORDER,
+    WEBHOOK_SECRET,
+    all_entries,
+    billing_view,
+    charge_object,
+    documents_by_id,
+    invoice_ids,
+    issue_document,
+    payment_intent_object,
+    record_refund,
+    refund_object,
+    sign,
+    stripe_event,
+)
+from tests.support import ADMIN, InMemoryLedger
 
 
 @pytest.fixture
