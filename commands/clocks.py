@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -38,20 +39,30 @@ class SandboxClock:
     """A clock that only moves when told, persisted in the event log so it survives restarts and
     every process of a deployment reads the same time. It starts at the system time of its first use."""
 
+    # Another process's move is seen within this long; this process's own moves at once.
+    REREAD_SECONDS = 1.0
+
     def __init__(self, app: Application[UUID], start: Callable[[], datetime]) -> None:
         self._app = app
         self._start = start
+        self._guard = threading.Lock()
+        self._cached: tuple[float, datetime] | None = None
 
     def now(self) -> datetime:
-        return self._reading().now
+        with self._guard:
+            if self._cached is None or time.monotonic() - self._cached[0] > self.REREAD_SECONDS:
+                self._cached = (time.monotonic(), self._reading().now)
+            return self._cached[1]
 
     def set(self, now: datetime, *, actor: str) -> tuple[datetime, datetime]:
         """Move to ``now`` (never backwards). Returns the times before and after."""
-        reading = self._reading()
-        before = reading.now
-        reading.move_to(require_instant(now), actor=actor)
-        self._app.save(reading)
-        return before, reading.now
+        with self._guard:
+            reading = self._reading()
+            before = reading.now
+            reading.move_to(require_instant(now), actor=actor)
+            self._app.save(reading)
+            self._cached = (time.monotonic(), reading.now)
+            return before, reading.now
 
     def _reading(self) -> SandboxTime:
         try:

@@ -44,15 +44,14 @@ class PostgresAdvisoryLocks:
 
     def __init__(self, conninfo: str, *, wait_seconds: float = 10.0, pool_size: int = 4) -> None:
         self._local = ThreadLocks()
-        self._wait_ms = int(wait_seconds * 1000)
-        self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
-                                    open=True, name="ledger-locks")
+        self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, name="ledger-locks",
+                                    kwargs={"autocommit": True,
+                                            "options": f"-c lock_timeout={int(wait_seconds * 1000)}"})
 
     @contextmanager
     def hold(self, name: str) -> Iterator[None]:
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         with self._local.hold(name), self._pool.connection() as connection:
-            connection.execute(f"SET lock_timeout = {self._wait_ms}")
             try:
                 connection.execute("SELECT pg_advisory_lock(%s)", (key,))
             except psycopg.errors.LockNotAvailable:

@@ -12,7 +12,7 @@ from projections.customer_table import CustomerTable
 from projections.due_dates import DueDates
 from projections.invitations import Invitations
 from projections.log import EventLog, NewsWaiter
-from projections.runner import Follower, FollowerThread, Projection
+from projections.runner import Follower, FollowersThread, Projection
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
 from projections.summary import Summary
 
@@ -54,7 +54,8 @@ class ReadSide:
             p.name: Follower(self.log, p, location.open(p.name), batch_size=batch_size)
             for p in (projections if projections is not None else all_projections())
         }
-        self._threads: list[FollowerThread] = []
+        self._thread: FollowersThread | None = None
+        self.batch_size = batch_size
 
     def db(self, name: str) -> ViewDatabase:
         return self.followers[name].db
@@ -64,21 +65,22 @@ class ReadSide:
             follower.catch_up(progress=progress)
 
     def start(self, *, poll_seconds: float = 0.25) -> None:
-        """Follow the log in background threads, one per projection."""
-        for follower in self.followers.values():
-            thread = FollowerThread(follower, NewsWaiter(self.app, self.location.conninfo), poll_seconds=poll_seconds)
-            thread.start()
-            self._threads.append(thread)
+        """Follow the log in a background thread, which reads each batch once for every projection."""
+        if self._thread is None:
+            self._thread = FollowersThread(self.log, list(self.followers.values()),
+                                           NewsWaiter(self.app, self.location.conninfo), batch_size=self.batch_size,
+                                           poll_seconds=poll_seconds)
+            self._thread.start()
 
     def stop(self) -> None:
-        for thread in self._threads:
-            thread.stop()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self._threads.clear()
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread.join(timeout=30)
+            self._thread = None
 
-    def stopped_errors(self) -> list[str]:
-        return [str(thread.error) for thread in self._threads if thread.error is not None]
+    def stopped_projections(self) -> dict[str, str]:
+        """The projections that met an event they cannot handle, and why."""
+        return {name: str(error) for name, error in (self._thread.errors if self._thread else {}).items()}
 
     def wait_for(self, position: int, names: Sequence[str], timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -119,6 +119,14 @@ class NewsWaiter:
         if conninfo and isinstance(app.recorder, PostgresApplicationRecorder):
             self._conninfo, self._channel = conninfo, app.recorder.channel_name
 
+    def listen(self) -> None:
+        """Start listening before the first catch-up, so no save between the two goes unnoticed."""
+        if self._channel is not None:
+            try:
+                self._listen()
+            except psycopg.Error as error:
+                log.warning("cannot listen for new events (%s); polling instead", error)
+
     def wait(self, timeout: float) -> None:
         if self._channel is None:
             with self._app.news:

@@ -81,11 +81,15 @@ class Follower:
         processed = 0
         while True:
             done = self.process_batch(until)
-            if done == 0:
+            if done:
+                processed += done
+                if progress:
+                    progress(done)
+                continue
+            # Nothing applied: caught up, or another follower of this view got there first (a
+            # position conflict), in which case read on from where it left the view.
+            if self.position() >= (until if until is not None else self.log.head()):
                 return processed
-            processed += done
-            if progress:
-                progress(done)
 
     def process_batch(self, until: int | None = None) -> int:
         before = self.position()
@@ -99,6 +103,11 @@ class Follower:
             if error.position - 1 > before:
                 return self.process_batch(error.position - 1)
             raise ProjectionStopped(self.name, None, error.position, str(error)) from error
+        return self.take(before, batch)
+
+    def take(self, before: int, batch: list[Recorded]) -> int:
+        """Apply events that follow position ``before`` (read here or by someone reading for several
+        followers); returns how many were applied."""
         if not batch:
             return 0
         try:
@@ -142,35 +151,61 @@ class Follower:
         return True
 
 
-class FollowerThread(threading.Thread):
-    """Keeps one follower caught up until stopped; a projection that stops is logged and retried
-    after a pause, so that once its cause is fixed (a deployment) it resumes by itself."""
+class FollowersThread(threading.Thread):
+    """Keeps several followers caught up, reading each batch of the log once for all of them. A
+    projection that stops is logged and retried after a pause, so that once its cause is fixed (a
+    deployment) it resumes by itself; the others go on meanwhile."""
 
-    def __init__(self, follower: Follower, waiter: NewsWaiter, *, poll_seconds: float = 0.25,
-                 retry_seconds: float = 30.0) -> None:
-        super().__init__(name=f"projection-{follower.name}", daemon=True)
-        self.follower = follower
+    def __init__(self, log_: EventLog, followers: list[Follower], waiter: NewsWaiter, *, batch_size: int = BATCH_SIZE,
+                 poll_seconds: float = 0.25, retry_seconds: float = 30.0) -> None:
+        super().__init__(name="projections", daemon=True)
+        self.log = log_
+        self.followers = followers
         self.waiter = waiter
+        self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
         self.stopping = threading.Event()
-        self.error: ProjectionStopped | None = None
+        self.errors: dict[str, ProjectionStopped] = {}
+        self._paused_until: dict[str, float] = {}
 
     def run(self) -> None:
+        self.waiter.listen()
         while not self.stopping.is_set():
             try:
-                if self.follower.catch_up() == 0:
+                if self._round() == 0:
                     self.waiter.wait(self.poll_seconds)
-                self.error = None
-            except ProjectionStopped as stopped:
-                if self.error is None or str(self.error) != str(stopped):
-                    log.error("%s", stopped)
-                self.error = stopped
-                self.stopping.wait(self.retry_seconds)
             except Exception:
-                log.exception("projection %s failed; retrying", self.follower.name)
+                log.exception("the projections failed; retrying")
                 self.stopping.wait(self.retry_seconds)
         self.waiter.close()
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _round(self) -> int:
+        now = time.monotonic()
+        active = [f for f in self.followers if self._paused_until.get(f.name, 0.0) <= now]
+        if not active:
+            return 0
+        positions = {f.name: f.position() for f in active}
+        try:
+            batch = self.log.read(min(positions.values()), self.batch_size)
+        except UndecodableEvent:
+            # Each follower reads up to the unreadable event on its own, and stops exactly there.
+            return sum(self._guarded(f, f.process_batch) for f in active)
+        return sum(self._guarded(f, lambda f=f: f.take(positions[f.name], [r for r in batch
+                                                                            if r.position > positions[f.name]]))
+                   for f in active)
+
+    def _guarded(self, follower: Follower, work: Callable[[], int]) -> int:
+        try:
+            done = work()
+        except ProjectionStopped as stopped:
+            if str(self.errors.get(follower.name)) != str(stopped):
+                log.error("%s", stopped)
+            self.errors[follower.name] = stopped
+            self._paused_until[follower.name] = time.monotonic() + self.retry_seconds
+            return 0
+        self.errors.pop(follower.name, None)
+        return done

@@ -17,8 +17,9 @@ from projections import customer_table, summary
 from projections.cursors import CursorSigner
 from projections.customer_table import CustomerTable, queries
 from projections.deployment import ReadSide, ViewLocation
+from projections.log import EventLog
 from projections.replay import replay
-from projections.runner import ProjectionStopped
+from projections.runner import Follower, ProjectionStopped
 from projections.summary import Summary
 from tests.support import ADMIN, T0, InMemoryLedger, in_memory_ledger, reseller_with_card
 
@@ -203,3 +204,34 @@ def test_summary_cards_equal_an_aggregation_of_the_table_and_of_a_replay(tmp_pat
     assert all(v.equal for v in replay(side, ViewLocation(folder=folder / "fresh")))
     assert isinstance(live[0], Subscription)
     side.close()
+
+
+class RacedFollower(Follower):
+    """A follower that reads its position, then loses the race to a rival that moves the view first."""
+
+    rival: Follower | None = None
+
+    def position(self) -> int:
+        seen = super().position()
+        if self.rival is not None:
+            rival, self.rival = self.rival, None
+            rival.catch_up(until=seen + 2)
+        return seen
+
+
+def test_a_follower_that_loses_a_race_for_its_view_still_catches_up(world: InMemoryLedger,
+                                                                     location: ViewLocation) -> None:
+    for name in ("One", "Two", "Three", "Four"):
+        org(world, name)
+    db = location.open(customer_table.NAME)
+    log = EventLog(world.app)
+    rival = Follower(log, CustomerTable(), db)
+    raced = RacedFollower(log, CustomerTable(), db, batch_size=500)
+    raced.rival = rival
+    raced.catch_up()
+    assert raced.position() == log.head()
+    assert {r["customer"] for r in table_of(db)} == {"One", "Two", "Three", "Four"}
+
+
+def table_of(db: Any) -> list[dict[str, Any]]:
+    return queries.page(db, SIGNER, reseller_org_id="org_1", limit=200).items

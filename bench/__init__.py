@@ -1,0 +1,1 @@
+"""Benchmarks of the ledger: scripts that print figures (see bench/README.md)."""

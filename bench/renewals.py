@@ -1,0 +1,70 @@
+"""Renewals per second when every subscription of a store falls due at once: the scheduler's
+`run_due` charging the simulated gateway, on a sandbox clock moved to the common period end.
+
+    python bench/renewals.py [--backend sqlite|postgres|both] [--quick]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the project, not bench/ (bench/commands.py would shadow it)
+
+from bench import common
+from commands.clocks import SandboxClock
+from ledger.periods import period
+from service.bootstrap import Services
+
+SUBSCRIPTIONS, QUICK_SUBSCRIPTIONS = 100_000, 2_000
+READ_BATCH = 5_000
+
+
+def renewed_since(services: Services, position: int) -> int:
+    """How many Renewed events the log holds after ``position``."""
+    renewed = 0
+    while batch := services.read_side.log.read(position, READ_BATCH):
+        renewed += sum(recorded.type == "Renewed" for recorded in batch)
+        position = batch[-1].position
+    return renewed
+
+
+def renewals(backend: str, subscriptions: int) -> None:
+    with common.deployment(backend, LEDGER_CLOCK="sandbox") as services:
+        clock = services.clock
+        assert isinstance(clock, SandboxClock)
+        created_at = clock.now()
+        start = time.perf_counter()
+        saved = common.populate(services, subscriptions, at=created_at, cancels=False)
+        common.show(common.rate("populate (bulk save)", backend, f"{common.SAVE_BATCH} aggregates/tx",
+                                sum(saved.values()), time.perf_counter() - start, "events/s"))
+        common.note(common.describe(saved))
+        start = time.perf_counter()
+        services.read_side.catch_up()
+        common.show(common.rate("catch up every projection", backend, "before the clock moves",
+                                services.read_side.log.head(), time.perf_counter() - start, "events/s"))
+        clock.set(period(created_at, "monthly", 0)[1], actor=common.ACTOR)
+        before = services.read_side.log.head()
+        start = time.perf_counter()
+        ran = services.scheduler.run_due()
+        seconds = time.perf_counter() - start
+        renewed = renewed_since(services, before)
+        common.show(common.rate("renewal", backend, "scheduler.run_due, simulated", renewed, seconds))
+        common.note(f"{renewed} Renewed events for {subscriptions} subscriptions due "
+                    f"(the scheduler counted {ran.changes} changes, {ran.failures} failures)")
+        if renewed != subscriptions:
+            raise SystemExit(f"{backend}: {renewed} renewals for {subscriptions} subscriptions due")
+
+
+def main() -> int:
+    options = common.options(__doc__ or "")
+    subscriptions = QUICK_SUBSCRIPTIONS if options.quick else SUBSCRIPTIONS
+    common.header(f"renewals of {subscriptions} subscriptions due at once{' (quick sizes)' if options.quick else ''}")
+    for backend in options.backends:
+        renewals(backend, subscriptions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
