@@ -7,6 +7,7 @@ and the latency of customer-table pages and summary cards, on a bulk-populated s
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import psycopg
 from bench import common
 from projections import summary
 from projections.customer_table import queries
+from projections.deployment import ViewLocation
+from projections.replay import replay
 from service.bootstrap import Services
 
 SUBSCRIPTIONS = 100_000  # about 205,000 events
@@ -38,6 +41,26 @@ def rebuild(services: Services, backend: str) -> None:
         total += seconds
         common.show(common.rate(f"rebuild {name}", backend, "catch_up", processed, seconds, "events/s"))
     common.show(common.rate("rebuild every projection", backend, "one after another", head, total, "events/s"))
+
+
+def audit(services: Services, backend: str) -> None:
+    """`ledger replay`: every projection rebuilt into fresh tables from one reading of the log, then
+    compared row by row with the live views."""
+    settings = services.settings
+    with tempfile.TemporaryDirectory() as folder:
+        fresh = (ViewLocation(conninfo=settings.database_url, schema=f"{settings.database_schema}_replay")
+                 if settings.database_url else ViewLocation(folder=Path(folder)))
+        start = time.perf_counter()
+        verdicts = replay(services.read_side, fresh)
+        seconds = time.perf_counter() - start
+        fresh.close()
+        if settings.database_url:
+            with psycopg.connect(settings.database_url, autocommit=True) as connection:
+                connection.execute(f'DROP SCHEMA "{settings.database_schema}_replay" CASCADE')
+    equal = all(v.equal for v in verdicts)
+    common.show(common.rate("replay: rebuild all and compare", backend, "one reading of the log",
+                            services.read_side.log.head(), seconds, "events/s"))
+    common.note(f"replay verdict: {'every read model equals the replay' if equal else 'DIFFERENCES'}")
 
 
 def settle(services: Services) -> None:
@@ -115,6 +138,7 @@ def main() -> int:
                                     sum(saved.values()), time.perf_counter() - start, "events/s"))
             common.note(common.describe(saved))
             rebuild(services, backend)
+            audit(services, backend)
             settle(services)
             queries_at_scale(services, backend, QUICK_QUERY_CALLS if options.quick else QUERY_CALLS)
             live_lag(services, backend, QUICK_LAG_COMMANDS if options.quick else LAG_COMMANDS)

@@ -250,7 +250,7 @@ class StripeWebhooks:
             log.warning("refund %s of payment %s matches no invoice; reconciliation will report it",
                         refund.reference, refund.payment_reference)
             return
-        if refund.reference in attempt.recorded or refund.reference in self._refunds_recorded_on(invoice):
+        if refund.reference in invoice.refund_references:  # the ledger's own refund, or one seen before
             return
         try:
             invoice.record_refund(amount_cents=refund.amount_cents, refund_reference=refund.reference,
@@ -274,10 +274,6 @@ class StripeWebhooks:
             if invoice is not None and invoice.payment_reference == refund.payment_reference:
                 return invoice
         return None
-
-    def _refunds_recorded_on(self, invoice: Invoice) -> set[str]:
-        history = self._app.events.get(invoice.id, lte=invoice.version)
-        return {e.refund_reference for e in history if isinstance(e, Invoice.InvoiceRefunded)}
 
     def _find_invoice(self, invoice_id: UUID) -> Invoice | None:
         try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from projections.deployment import ReadSide, ViewLocation
-from projections.runner import Follower
+from projections.runner import Follower, feed
 from projections.store import position_of
 
 MAX_REPORTED_DIFFERENCES = 20
@@ -31,26 +31,24 @@ class Verdict:
 
 def replay(live: ReadSide, fresh: ViewLocation, *, batch_size: int = 2000,
            progress: Callable[[str, int, int], None] | None = None) -> list[Verdict]:
-    """One verdict per projection. The live view is read in one snapshot together with its position,
-    and the rebuild stops at that same position, so a busy ledger can be audited while it runs."""
-    verdicts = []
+    """One verdict per projection. Each live view is read in one snapshot together with its position,
+    and its rebuild stops at that same position, so a busy ledger can be audited while it runs. The
+    rebuilds share one reading of the log."""
+    positions, live_rows = {}, {}
     for name, follower in live.followers.items():
         with follower.db.snapshot() as cursor:
-            position = position_of(cursor, name)
-            live_rows = list(follower.projection.rows(cursor))
-        rebuilt = Follower(live.log, type(follower.projection)(), fresh.open(name), batch_size=batch_size)
-        done = 0
-
-        def step(count: int, name: str = name, position: int = position) -> None:
-            nonlocal done
-            done += count
-            if progress:
-                progress(name, done, position)
-
-        rebuilt.catch_up(until=position, progress=step)
-        with rebuilt.db.snapshot() as cursor:
-            rebuilt_rows = list(rebuilt.projection.rows(cursor))
-        verdicts.append(_compare(name, position, live_rows, rebuilt_rows))
+            positions[name] = position_of(cursor, name)
+            live_rows[name] = list(follower.projection.rows(cursor))
+    rebuilt = {name: Follower(live.log, type(follower.projection)(), fresh.open(name), batch_size=batch_size)
+               for name, follower in live.followers.items()}
+    target = max(positions.values(), default=0)
+    while any(feed(live.log, list(rebuilt.values()), batch_size, until=positions).values()):
+        if progress:
+            progress("read models", min(min(f.position(), positions[f.name]) for f in rebuilt.values()), target)
+    verdicts = []
+    for name, follower in rebuilt.items():
+        with follower.db.snapshot() as cursor:
+            verdicts.append(_compare(name, positions[name], live_rows[name], list(follower.projection.rows(cursor))))
     return verdicts
 
 

@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import psycopg
@@ -151,6 +151,29 @@ class Follower:
         return True
 
 
+def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: Mapping[str, int] | None = None,
+         guard: Callable[[Follower, Callable[[], int]], int] = lambda follower, work: work()) -> dict[str, int]:
+    """One round for several followers: read the next batch of the log once, from the least advanced of
+    them, and give each the events it has not seen yet (up to its ``until``). Returns how many each applied;
+    ``guard`` runs each follower's share (to contain a projection that stops)."""
+    positions = {f.name: f.position() for f in followers}
+    targets = {f.name: (until or {}).get(f.name) for f in followers}
+    wanting = [f for f in followers if targets[f.name] is None or positions[f.name] < targets[f.name]]
+    if not wanting:
+        return {}
+    try:
+        batch = log_.read(min(positions[f.name] for f in wanting), batch_size)
+    except UndecodableEvent:
+        # Each follower reads up to the unreadable event on its own, and stops exactly there.
+        return {f.name: guard(f, lambda f=f: f.process_batch(targets[f.name])) for f in wanting}
+
+    def unseen(f: Follower) -> list[Recorded]:
+        last = targets[f.name]
+        return [r for r in batch if r.position > positions[f.name] and (last is None or r.position <= last)]
+
+    return {f.name: guard(f, lambda f=f: f.take(positions[f.name], unseen(f))) for f in wanting}
+
+
 class FollowersThread(threading.Thread):
     """Keeps several followers caught up, reading each batch of the log once for all of them. A
     projection that stops is logged and retried after a pause, so that once its cause is fixed (a
@@ -186,17 +209,7 @@ class FollowersThread(threading.Thread):
     def _round(self) -> int:
         now = time.monotonic()
         active = [f for f in self.followers if self._paused_until.get(f.name, 0.0) <= now]
-        if not active:
-            return 0
-        positions = {f.name: f.position() for f in active}
-        try:
-            batch = self.log.read(min(positions.values()), self.batch_size)
-        except UndecodableEvent:
-            # Each follower reads up to the unreadable event on its own, and stops exactly there.
-            return sum(self._guarded(f, f.process_batch) for f in active)
-        return sum(self._guarded(f, lambda f=f: f.take(positions[f.name], [r for r in batch
-                                                                            if r.position > positions[f.name]]))
-                   for f in active)
+        return sum(feed(self.log, active, self.batch_size, guard=self._guarded).values())
 
     def _guarded(self, follower: Follower, work: Callable[[], int]) -> int:
         try:

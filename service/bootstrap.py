@@ -157,12 +157,17 @@ def payment_gateway(settings: Settings, clock: Clock) -> PaymentGateway:
 
 def development_secret(data_dir: Path) -> bytes:
     """A random secret made once into the data dir: signs development tokens when no JWT key is
-    configured, and quotes when no quote secret is."""
+    configured, and quotes and cursors when no quote secret is. Several processes may start at once:
+    the secret is written aside and published with a hard link, so nobody reads it half-written."""
     path = data_dir / "secret"
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(descriptor, "w") as out:
-        out.write(secrets.token_hex(32))
+    if not path.exists():
+        draft = data_dir / f".secret-{os.getpid()}-{secrets.token_hex(4)}"
+        draft.write_text(secrets.token_hex(32))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process published its secret first: that one is the secret
+        finally:
+            draft.unlink()
     return path.read_bytes().strip()

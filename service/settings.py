@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEDGER_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Path("data")
     database_url: str | None = None

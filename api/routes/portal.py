@@ -26,7 +26,9 @@ def _caught_up(services: Services, after: int | None, view: str) -> None:
 
 
 @router.get("/subscriptions", response_model=CustomerTableOut,
-            summary="The customer table: subscriptions that have not expired, filtered, sorted and paged")
+            summary="The customer table: subscriptions that have not expired, filtered, sorted and paged",
+            description="`total` counts the rows matching the filters when the first page is read; the "
+                        "`next_cursor` of each page carries it on, so every page of one listing agrees.")
 def customer_rows(
     access: ResellerAdmin,
     services: ServicesDep,

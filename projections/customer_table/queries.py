@@ -46,19 +46,22 @@ def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, status
         params.append("%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
     query = {"reseller": reseller_org_id, "status": status, "plan": plan, "q": q, "sort": sort}
     page_where, page_params = list(where), list(params)
+    total: int | None = None
     if cursor:
-        last_value, last_id = signer.read(cursor, query)
+        # The total is counted for the first page and carried by the cursor: the listing's own total.
+        last_value, last_id, total = signer.read(cursor, query)
         page_where.append(f"({column}, subscription_id) {'<' if descending else '>'} (?, ?)")
         page_params += [last_value, last_id]
     order = "DESC" if descending else "ASC"
     with db.snapshot() as read:
-        read.execute(f"SELECT COUNT(*) FROM customer_table WHERE {' AND '.join(where)}", params)
-        total = int(read.fetchone()[0])
+        if total is None:
+            read.execute(f"SELECT COUNT(*) FROM customer_table WHERE {' AND '.join(where)}", params)
+            total = int(read.fetchone()[0])
         read.execute(f"SELECT {', '.join(OUT)}, {column} FROM customer_table WHERE {' AND '.join(page_where)} "
                      f"ORDER BY {column} {order}, subscription_id {order} LIMIT ?", [*page_params, limit + 1])
         found = read.fetchall()
     more = len(found) > limit
     found = found[:limit]
     items = [dict(zip(OUT, row[:-1])) for row in found]
-    next_cursor = signer.issue(query, [found[-1][-1], found[-1][0]]) if more else None
+    next_cursor = signer.issue(query, [found[-1][-1], found[-1][0], total]) if more else None
     return Page(items, next_cursor, total)
