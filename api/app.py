@@ -51,9 +51,10 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
     def portal_home() -> HTMLResponse:
         return HTMLResponse(portal_page)
 
-    @app.get("/healthz", tags=["service"], summary="Liveness")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["service"], summary="Liveness, and any read model of this process that has stopped")
+    def healthz() -> dict[str, object]:
+        stopped = services.read_side.stopped_projections()
+        return {"status": "degraded" if stopped else "ok", "stopped_projections": stopped}
 
     return app
 

@@ -26,6 +26,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the project, not bench
 import httpx
 
 from bench import common
+from tests import localstripe_server
 
 COMMANDS, QUICK_COMMANDS = 2000, 100
 CLIENTS = (1, 4)
@@ -34,17 +35,28 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def in_process(backend: str, n: int) -> None:
-    with common.deployment(backend) as services:
+def in_process(backend: str, n: int, mode: str = "in-process, 1 client", **settings: str) -> None:
+    with common.deployment(backend, **settings) as services:
         ledger = services.ledger
         start = time.perf_counter()
         ids = [ledger.create_subscription(common.ORG, common.org_order(i), actor=common.ACTOR).aggregate.id
                for i in range(n)]
-        common.show(common.rate("create subscription", backend, "in-process, 1 client", n, time.perf_counter() - start))
+        common.show(common.rate("create subscription", backend, mode, n, time.perf_counter() - start))
         start = time.perf_counter()
         for subscription_id in ids:
             ledger.change_seats(common.ORG, subscription_id, 2, actor=common.ACTOR)
-        common.show(common.rate("seat increase (+1)", backend, "in-process, 1 client", n, time.perf_counter() - start))
+        common.show(common.rate("seat increase (+1)", backend, mode, n, time.perf_counter() - start))
+
+
+def with_stripe_adapter(backend: str, n: int) -> None:
+    """The Stripe adapter (the official SDK, over HTTP) against localstripe on loopback: a reference
+    figure, localstripe being slow; real Stripe adds an internet round trip per charge."""
+    server = localstripe_server.start()
+    try:
+        in_process(backend, n, "stripe SDK -> localstripe", LEDGER_PAYMENTS="stripe",
+                   LEDGER_STRIPE_SECRET_KEY="sk_test_bench", LEDGER_STRIPE_API_BASE=server.url)
+    finally:
+        server.stop()
 
 
 # --- through HTTP ---------------------------------------------------------------------------------
@@ -161,6 +173,7 @@ def main() -> int:
         in_process(backend, n)
         for workers in (1, 2) if backend == "postgres" else (1,):
             over_http(backend, n, workers)
+        with_stripe_adapter(backend, max(n // 10, 10))
     return 0
 
 

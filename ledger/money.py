@@ -19,7 +19,3 @@ def tax_on(subtotal_cents: int, tax_rate_bps: int) -> int:
     """Exclusive tax on a subtotal: round(subtotal × rate), the rate in basis points."""
     return round_cents(Fraction(subtotal_cents * tax_rate_bps, BASIS_POINTS))
 
-
-def format_cents(cents: int, currency: str) -> str:
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d} {currency}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -235,3 +236,36 @@ def test_a_follower_that_loses_a_race_for_its_view_still_catches_up(world: InMem
 
 def table_of(db: Any) -> list[dict[str, Any]]:
     return queries.page(db, SIGNER, reseller_org_id="org_1", limit=200).items
+
+
+def test_health_names_a_stopped_projection_and_why(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from service.bootstrap import bootstrap
+    from service.settings import load_settings
+
+    services = bootstrap(load_settings(data_dir=tmp_path / "data", sandbox_data=False))
+    try:
+        client = TestClient(create_app(services))
+        assert client.get("/healthz").json() == {"status": "ok", "stopped_projections": {}}
+        services.ledger.enable_reseller("org_h", name="H", actor="support")
+        services.ledger.set_billing_info("org_h", payment_method="pm_card_visa", billing_email="b@h.example",
+                                         country="US", actor="admin")
+        sub_id = services.ledger.create_subscription("org_h", Order("pro", "monthly", seats=2, organization_name="X",
+                                                                    admin_email="a@x.example"), actor="admin")
+        services.ledger.change_seats("org_h", sub_id.aggregate.id, 3, actor="admin")
+        Fussy.poisoned = {str(sub_id.aggregate.id)}
+        side = ReadSide(services.app, ViewLocation(folder=tmp_path / "fussy"), [Fussy()])
+        services.read_side = side
+        side.start(poll_seconds=0.05)
+        deadline = time.monotonic() + 10
+        while not side.stopped_projections() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded"
+        assert "SeatsIncreased" in health["stopped_projections"][customer_table.NAME]
+        side.close()
+    finally:
+        Fussy.poisoned = set()
+        services.close()
