@@ -3,11 +3,15 @@ server (``LEDGER_SMTP_URL``), or an mbox file in the data dir when no server is 
 
 from __future__ import annotations
 
-import mailbox
+import fcntl
+import io
+import os
 import smtplib
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal, Protocol
@@ -142,20 +146,25 @@ class MboxMailer:
         self._guard = threading.Lock()
 
     def send(self, message: EmailMessage) -> None:
+        # Appended at the end under an exclusive lock, as mbox writers do; ``mailbox.mbox.add`` would
+        # read the whole file first, each time.
+        entry = io.BytesIO()
+        BytesGenerator(entry, mangle_from_=True, policy=message.policy.clone(linesep="\n")).flatten(message)
+        envelope = f"From MAILER-DAEMON {time.asctime(time.gmtime())}\n".encode()
         with self._guard:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                box = mailbox.mbox(self.path, create=True)
-                try:
-                    box.lock()
+                with open(self.path, "ab") as box:
+                    fcntl.flock(box, fcntl.LOCK_EX)
                     try:
-                        box.add(message)
+                        if box.tell() > 0:
+                            box.write(b"\n")
+                        box.write(envelope + entry.getvalue().rstrip(b"\n") + b"\n")
                         box.flush()
+                        os.fsync(box.fileno())
                     finally:
-                        box.unlock()
-                finally:
-                    box.close()
-            except (OSError, mailbox.Error) as error:
+                        fcntl.flock(box, fcntl.LOCK_UN)
+            except OSError as error:
                 raise MailUnavailable(f"cannot append to {self.path}: {_describe(error)}") from error
 
     def __repr__(self) -> str:
