@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from projections.store import SQLiteViews
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
 from tests.support import InMemoryLedger, in_memory_ledger, reseller_with_card
@@ -76,3 +77,11 @@ def world() -> InMemoryLedger:
     world = in_memory_ledger()
     reseller_with_card(world, "org_1", country="DE")
     return world
+
+
+@pytest.fixture
+def views(tmp_path: Path) -> Iterator[SQLiteViews]:
+    """A SQLite database for read models, in this test's folder."""
+    db = SQLiteViews(tmp_path / "views.sqlite")
+    yield db
+    db.close()

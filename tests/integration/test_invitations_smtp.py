@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -28,12 +27,11 @@ from cryptography.x509.oid import NameOID
 
 from commands.mail import MailUnavailable, SmtpMailer
 from ledger.subscription import Order
-from projections.invitations import PENDING, SENDING, SENT, Invitations, OutboxRow, invitation_id_for, outbox
+from projections.invitations import PENDING, SENDING, SENT, Invitations, invitation_id_for
 from projections.invitations.sender import INTERRUPTED, InvitationSender, RetryPolicy, message_id
-from projections.log import EventLog
-from projections.runner import Follower
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
-from tests.support import ADMIN, InMemoryLedger
+from tests.invitations_support import create, follow, rows_of
+from tests.support import InMemoryLedger
 
 PLUS_ORDER = Order("plus", "monthly", end_user_email="ada@example.com", display_name="Ada Lovelace")
 PRO_ORDER = Order("pro", "monthly", seats=12, organization_name="Initech", admin_email="admin@initech.example")
@@ -132,26 +130,6 @@ class CrashAfterHandover:
 
 class ProcessDied(BaseException):
     """Stands for the process being killed: nothing in the sender may catch it."""
-
-
-@pytest.fixture
-def views(tmp_path: Path) -> Iterator[SQLiteViews]:
-    db = SQLiteViews(tmp_path / "invitations.sqlite")
-    yield db
-    db.close()
-
-
-def create(world: InMemoryLedger, order: Order) -> UUID:
-    return world.ledger.create_subscription("org_1", order, actor=ADMIN).aggregate.id
-
-
-def follow(world: InMemoryLedger, db: ViewDatabase) -> None:
-    Follower(EventLog(world.app), Invitations(), db).catch_up()
-
-
-def rows_of(db: ViewDatabase) -> list[OutboxRow]:
-    with db.snapshot() as cursor:
-        return outbox(cursor)
 
 
 def sender(db: ViewDatabase, url: str, world: InMemoryLedger, **tls: Any) -> InvitationSender:
@@ -253,7 +231,7 @@ def test_starttls_required_but_not_offered_sends_nothing_in_the_clear() -> None:
 def test_each_invitation_is_sent_once_across_outages_and_restarts(world: InMemoryLedger, tmp_path: Path) -> None:
     plus_id, pro_id = create(world, PLUS_ORDER), create(world, PRO_ORDER)
     port = free_port()  # nothing listens there yet: the mail server is down
-    first = SQLiteViews(tmp_path / "invitations.sqlite")
+    first = SQLiteViews(tmp_path / "views.sqlite")
     follow(world, first)
 
     assert sender(first, f"smtp://127.0.0.1:{port}", world).send_due() == 0
@@ -264,7 +242,7 @@ def test_each_invitation_is_sent_once_across_outages_and_restarts(world: InMemor
     first.close()
 
     with smtp_server(port) as (inbox, _):
-        restarted = SQLiteViews(tmp_path / "invitations.sqlite")
+        restarted = SQLiteViews(tmp_path / "views.sqlite")
         follow(world, restarted)
         again = sender(restarted, f"smtp://127.0.0.1:{port}", world)
         assert again.send_due() == 0  # the server is back, but the backoff has not passed
@@ -272,7 +250,7 @@ def test_each_invitation_is_sent_once_across_outages_and_restarts(world: InMemor
         assert again.send_due() == 2
         restarted.close()
 
-        once_more = SQLiteViews(tmp_path / "invitations.sqlite")
+        once_more = SQLiteViews(tmp_path / "views.sqlite")
         follow(world, once_more)
         world.clock.set(world.clock.now() + RetryPolicy().sending_grace)
         assert sender(once_more, f"smtp://127.0.0.1:{port}", world).send_due() == 0
@@ -284,7 +262,7 @@ def test_each_invitation_is_sent_once_across_outages_and_restarts(world: InMemor
 def test_a_delivery_cut_short_by_a_crash_is_resent_as_the_same_message(world: InMemoryLedger, tmp_path: Path) -> None:
     subscription_id = create(world, PLUS_ORDER)
     with smtp_server() as (inbox, port):
-        dying = SQLiteViews(tmp_path / "invitations.sqlite")
+        dying = SQLiteViews(tmp_path / "views.sqlite")
         follow(world, dying)
         crashing = InvitationSender(dying, CrashAfterHandover(SmtpMailer.from_url(f"smtp://127.0.0.1:{port}")),
                                     world.clock, from_address=FROM)
@@ -292,7 +270,7 @@ def test_a_delivery_cut_short_by_a_crash_is_resent_as_the_same_message(world: In
             crashing.send_due()
         dying.close()
 
-        restarted = SQLiteViews(tmp_path / "invitations.sqlite")
+        restarted = SQLiteViews(tmp_path / "views.sqlite")
         [left] = rows_of(restarted)
         assert left.delivery.state == SENDING
         again = sender(restarted, f"smtp://127.0.0.1:{port}", world)

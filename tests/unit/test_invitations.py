@@ -28,12 +28,12 @@ from projections.invitations import (
     Invitations,
     OutboxRow,
     invitation_id_for,
-    outbox,
 )
 from projections.invitations.sender import InvitationSender, RetryPolicy, SenderThread, message_id
 from projections.log import EventLog, Recorded
-from projections.runner import Follower, UnhandledEvent
+from projections.runner import UnhandledEvent
 from projections.store import Cursor, SQLiteViews
+from tests.invitations_support import create, follow, rows_of
 from tests.support import ADMIN, T0, InMemoryLedger
 
 PLUS_ORDER = Order("plus", "monthly", end_user_email="ada@example.com", display_name="Ada Lovelace")
@@ -57,28 +57,6 @@ class Postbox:
 class BuggyMailer:
     def send(self, message: EmailMessage) -> None:
         raise RuntimeError("a bug in the mail adapter")
-
-
-@pytest.fixture
-def views(tmp_path: Path) -> Iterator[SQLiteViews]:
-    db = SQLiteViews(tmp_path / "invitations.sqlite")
-    yield db
-    db.close()
-
-
-def create(world: InMemoryLedger, order: Order) -> UUID:
-    return world.ledger.create_subscription("org_1", order, actor=ADMIN).aggregate.id
-
-
-def follow(world: InMemoryLedger, db: SQLiteViews) -> Follower:
-    follower = Follower(EventLog(world.app), Invitations(), db)
-    follower.catch_up()
-    return follower
-
-
-def rows_of(db: SQLiteViews) -> list[OutboxRow]:
-    with db.snapshot() as cursor:
-        return outbox(cursor)
 
 
 def the_row_of(db: SQLiteViews, subscription_id: UUID) -> OutboxRow:
@@ -191,12 +169,12 @@ def test_an_unknown_subscription_event_stops_the_outbox_rather_than_being_skippe
 
 def test_following_the_log_again_enqueues_nothing_more(world: InMemoryLedger, tmp_path: Path) -> None:
     create(world, PLUS_ORDER)
-    first = SQLiteViews(tmp_path / "invitations.sqlite")
+    first = SQLiteViews(tmp_path / "views.sqlite")
     follow(world, first)
     first.close()
     create(world, PRO_ORDER)
 
-    again = SQLiteViews(tmp_path / "invitations.sqlite")
+    again = SQLiteViews(tmp_path / "views.sqlite")
     follow(world, again)
     follow(world, again)
 
@@ -232,7 +210,7 @@ def test_each_due_invitation_is_sent_once(world: InMemoryLedger, views: SQLiteVi
 
     assert sender.send_due(limit=10) == 2
     assert sender.send_due(limit=10) == 0
-    restarted = SQLiteViews(tmp_path / "invitations.sqlite")
+    restarted = SQLiteViews(tmp_path / "views.sqlite")
     assert InvitationSender(restarted, postbox, world.clock).send_due() == 0
     restarted.close()
 
