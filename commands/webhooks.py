@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -106,11 +106,9 @@ class ProcessorEvent(Aggregate):
 
     @classmethod
     def receive(cls, processor: str, facts: ReceivedFacts, *, at: datetime, actor: str) -> ProcessorEvent:
+        # The event's fields are the facts' (its class spells them out: it is the stored schema).
         return cls._create(cls.Created, id=cls.id_for(processor, facts.event_id), timestamp=require_instant(at),
-                           processor=processor, event_id=facts.event_id, event_type=facts.event_type,
-                           object_id=facts.object_id, payment_reference=facts.payment_reference,
-                           status=facts.status, amount_cents=facts.amount_cents, currency=facts.currency,
-                           metadata=facts.metadata, processor_created_at=facts.processor_created_at, actor=actor)
+                           processor=processor, actor=actor, **asdict(facts))
 
     @event(Created)
     def __init__(self, processor: str, event_id: str, event_type: str, object_id: str | None,
