@@ -24,6 +24,7 @@ STATUS_OF_CODE = {
     "invalid_state": 409,
     "quote_stale": 409,
     "idempotency_conflict": 409,
+    "version_mismatch": 412,
     "payment_declined": 402,
     "not_found": 404,
     "forbidden": 403,
@@ -35,10 +36,11 @@ STATUS_OF_CODE = {
 }
 TITLES = {
     400: "Bad request", 401: "Unauthenticated", 402: "Payment declined", 403: "Forbidden", 404: "Not found",
-    405: "Method not allowed", 409: "Conflict", 413: "Request too large", 415: "Unsupported media type",
-    422: "Unprocessable request", 500: "Internal error", 503: "Service unavailable",
+    405: "Method not allowed", 408: "Request timeout", 409: "Conflict", 412: "Precondition failed", 413: "Request too large",
+    415: "Unsupported media type", 422: "Unprocessable request", 500: "Internal error", 503: "Service unavailable",
 }
-CODES_OF_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}
+CODES_OF_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden",
+                        408: "request_timeout", 413: "payload_too_large"}
 
 
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:

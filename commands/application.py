@@ -11,6 +11,7 @@ from eventsourcing.persistence import JSONTranscoder, Recording
 
 import commands.webhooks  # noqa: F401  registers the ProcessorEvent topics for every reader of the log
 from commands import transcodings
+from ledger import charge  # noqa: F401  registers the Charge topics for every reader of the log
 
 
 class LedgerApplication(Application[UUID]):

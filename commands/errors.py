@@ -21,6 +21,12 @@ class IdempotencyConflict(DomainError):
     code = "idempotency_conflict"
 
 
+class VersionMismatch(DomainError):
+    """The caller's expected version (``If-Match``) is not the subscription's: it changed since they read it."""
+
+    code = "version_mismatch"
+
+
 class ConcurrentChange(DomainError):
     """Another change of the same aggregate was recorded first; nothing of this one was kept."""
 

@@ -1,9 +1,11 @@
 """Command handlers: load, check, call one aggregate, save, return.
 
-Money moves before the change is saved (a card must be charged before the ledger records a paid
-change), so every handler runs inside ``_execute``: a lock on the subscription keeps two changes off
-one basis, the charge's idempotency key is derived from that basis, and a charge whose change could
-not be saved is refunded and documented rather than kept.
+Money moves before the change it pays for is saved (a card is charged before the ledger records a paid
+change), so every handler runs inside ``_execute``: a lock on the subscription keeps two changes off one
+basis, and a charge is made only after its intent is recorded (a ``Charge`` aggregate, committed first) with a
+processor key that a retry of the same change on the same basis reproduces. The outcome is saved with the
+change and its billing document; a charge whose change could not be saved is refunded and documented. An
+intent left open by a crash is settled by ``settle_charge`` (see ``commands.recovery``).
 """
 
 from __future__ import annotations
@@ -21,23 +23,25 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from commands.application import LedgerApplication
-from commands.errors import ConcurrentChange, Forbidden, NotFound, QuoteStale
+from commands.errors import ConcurrentChange, Forbidden, NotFound, QuoteStale, VersionMismatch
 from commands.idempotency import IdempotencyKey, IdempotentRequest
 from commands.ports import Clock, Locks, PaymentGateway
 from commands.quotes import Quote, QuoteSigner, order_subject, seats_subject
 from ledger.catalog import ORGANIZATION, Catalog
+from ledger.charge import Charge
 from ledger.customer_account import CustomerAccount
 from ledger.errors import PaymentDeclined
 from ledger.invoice import RENEWAL, SEATS_INCREASED, SUBSCRIPTION_CREATED, Invoice
 from ledger.payments import Payment
 from ledger.pricing import Bill
-from ledger.reseller import Reseller
+from ledger.reseller import CardOnFile, Reseller
 from ledger.subscription import INCREASE, Order, Subscription
 
 log = logging.getLogger("ledger.commands")
 
 A = TypeVar("A", bound=Aggregate)
 SCHEDULER = "system:scheduler"
+RECOVERY = "system:recovery"
 ATTEMPTS = 3
 
 
@@ -65,6 +69,7 @@ class Priced:
 
 @dataclass(frozen=True)
 class _Charged:
+    charge_id: UUID
     payment: Payment
     bill: Bill
     purpose: str
@@ -83,21 +88,25 @@ class _Declined:
 
 @dataclass
 class _Attempt:
-    """One try at a command: the aggregates it touched beside the main one, and the money it moved."""
+    """One try at a command: the aggregates it touched beside the main one, the money it moved, and the
+    locks it took on the way (held until its outcome is saved)."""
 
     at: datetime
     actor: str
+    held: ExitStack
     companions: list[Aggregate] = field(default_factory=list)
+    charges: list[Charge] = field(default_factory=list)
     charged: list[_Charged] = field(default_factory=list)
     declined: _Declined | None = None
 
 
 class _Payer:
-    """Charges the reseller's card for a bill, keyed by the basis it was priced on."""
+    """Charges the reseller's card for a bill: records the intent, then asks the processor, keyed by the
+    charge's basis and attempt."""
 
-    def __init__(self, gateway: PaymentGateway, attempt: _Attempt, reseller: Reseller, *, subscription_id: UUID,
+    def __init__(self, ledger: Ledger, attempt: _Attempt, reseller: Reseller, *, subscription_id: UUID,
                  basis_version: int, purpose: str, quoted_total: int | None) -> None:
-        self._gateway, self._attempt, self._reseller = gateway, attempt, reseller
+        self._ledger, self._attempt, self._reseller = ledger, attempt, reseller
         self._subscription_id, self._basis_version = subscription_id, basis_version
         self._purpose, self._quoted_total = purpose, quoted_total
 
@@ -107,28 +116,31 @@ class _Payer:
         if bill.total_cents == 0:
             return None
         card = self._reseller.require_billing_info()
-        # The same change on the same basis gets the same key, so a retry never charges twice; the
-        # reseller's version is part of the basis because a recorded decline or a new card bumps it,
-        # and a processor replays a declined key's decline.
-        invoice_id = uuid5(
-            NAMESPACE_URL,
-            f"/invoices/{self._subscription_id}/{self._basis_version}/{self._reseller.version}/{self._purpose}"
-            f"/{bill.quantity}/{bill.total_cents}",
-        )
+        attempt = self._attempt
+        charge, resumed = self._ledger._intend_charge(attempt, self._reseller.org_id, self._subscription_id,
+                                                      self._basis_version, self._purpose, bill, card)
+        assert charge.invoice_id is not None
+        gateway = self._ledger.gateway
         try:
-            reference = self._gateway.charge(
-                customer=card.processor_customer, payment_method=card.processor_payment_method,
-                amount_cents=bill.total_cents, currency=bill.currency,
-                idempotency_key=f"ledger-invoice-{invoice_id}",
+            # A resumed attempt may have been charged before its process died: take that charge rather than
+            # trust every processor (or fake) to replay the key.
+            reference = (resumed and gateway.find_charge(customer=charge.customer,
+                                                         idempotency_key=charge.idempotency_key)) or gateway.charge(
+                customer=charge.customer, payment_method=charge.payment_method, amount_cents=bill.total_cents,
+                currency=bill.currency, idempotency_key=charge.idempotency_key,
                 metadata={"reseller_org_id": self._reseller.org_id, "subscription_id": str(self._subscription_id),
-                          "invoice_id": str(invoice_id), "purpose": self._purpose},
+                          "invoice_id": str(charge.invoice_id), "purpose": self._purpose},
             )
         except PaymentDeclined as declined:
-            self._attempt.declined = _Declined(self._reseller.id, self._purpose, self._subscription_id, bill, declined)
+            charge.decline(declined.decline_code, declined.detail, at=attempt.at, actor=attempt.actor)
+            attempt.charges.append(charge)
+            attempt.declined = _Declined(self._reseller.id, self._purpose, self._subscription_id, bill, declined)
             raise
-        payment = Payment(invoice_id, reference)
-        self._attempt.charged.append(
-            _Charged(payment, bill, self._purpose, self._subscription_id, self._reseller.org_id))
+        charge.complete(reference, at=attempt.at, actor=attempt.actor)
+        attempt.charges.append(charge)
+        payment = Payment(charge.invoice_id, reference)
+        attempt.charged.append(
+            _Charged(charge.id, payment, bill, self._purpose, self._subscription_id, self._reseller.org_id))
         return payment
 
 
@@ -212,14 +224,19 @@ class Ledger:
 
     def create_subscription(self, org_id: str, order: Order, *, actor: str, quote_id: str | None = None,
                             idempotency: IdempotencyKey | None = None) -> Outcome[Subscription]:
+        # The ids come from the request, not the attempt: a retry with the same Idempotency-Key after a crash
+        # opens the same subscription, so it finds (and reuses) the charge the crashed try intended.
+        request = (f"/idempotency/{idempotency.record_id}/{idempotency.fingerprint}" if idempotency
+                   else f"/requests/{uuid4()}")
+        subscription_id = uuid5(NAMESPACE_URL, f"{request}/subscription")
+
         def work(attempt: _Attempt) -> Subscription:
             plan = self.catalog.plan(order.plan)
             checked = order.checked_against(plan)
             reseller = self.enabled_reseller(org_id)
             reseller.require_billing_info()
             quoted = self._redeem(quote_id, org_id, order_subject(asdict(checked)), 0, attempt.at)
-            subscription_id = uuid4()
-            account_id = uuid4() if plan.kind == ORGANIZATION else None
+            account_id = uuid5(NAMESPACE_URL, f"{request}/customer-account") if plan.kind == ORGANIZATION else None
             subscription = Subscription.create(
                 subscription_id, checked, reseller_org_id=org_id, plan=plan, at=attempt.at,
                 currency=self.catalog.currency, tax_rate_bps=self._tax_rate(reseller),
@@ -250,11 +267,11 @@ class Ledger:
         return Priced(change.kind, change.bill, quote_id, at, change.effective_at)
 
     def change_seats(self, org_id: str, subscription_id: UUID, seats: int, *, actor: str,
-                     quote_id: str | None = None,
+                     quote_id: str | None = None, expected_version: int | None = None,
                      idempotency: IdempotencyKey | None = None) -> Outcome[Subscription]:
         def work(attempt: _Attempt) -> Subscription:
             reseller = self.enabled_reseller(org_id)
-            subscription = self.subscription(org_id, subscription_id)
+            subscription = self._expected(self.subscription(org_id, subscription_id), expected_version)
             quoted = self._redeem(quote_id, org_id, seats_subject(subscription.id, seats), subscription.version,
                                   attempt.at)
             subscription.change_seats(
@@ -267,21 +284,21 @@ class Ledger:
 
         return self._execute(work, actor=actor, locks=[f"subscription:{subscription_id}"], idempotency=idempotency)
 
-    def cancel(self, org_id: str, subscription_id: UUID, *, actor: str,
+    def cancel(self, org_id: str, subscription_id: UUID, *, actor: str, expected_version: int | None = None,
                idempotency: IdempotencyKey | None = None) -> Outcome[Subscription]:
         def work(attempt: _Attempt) -> Subscription:
             self.enabled_reseller(org_id)
-            subscription = self.subscription(org_id, subscription_id)
+            subscription = self._expected(self.subscription(org_id, subscription_id), expected_version)
             subscription.cancel(at=attempt.at, actor=attempt.actor)
             return subscription
 
         return self._execute(work, actor=actor, locks=[f"subscription:{subscription_id}"], idempotency=idempotency)
 
-    def resume(self, org_id: str, subscription_id: UUID, *, actor: str,
+    def resume(self, org_id: str, subscription_id: UUID, *, actor: str, expected_version: int | None = None,
                idempotency: IdempotencyKey | None = None) -> Outcome[Subscription]:
         def work(attempt: _Attempt) -> Subscription:
             self.enabled_reseller(org_id)
-            subscription = self.subscription(org_id, subscription_id)
+            subscription = self._expected(self.subscription(org_id, subscription_id), expected_version)
             subscription.resume(at=attempt.at, actor=attempt.actor)
             return subscription
 
@@ -314,16 +331,21 @@ class Ledger:
         return reseller
 
     def find_reseller(self, org_id: str) -> Reseller | None:
-        try:
-            return self._get(Reseller.id_for(org_id), Reseller)
-        except NotFound:
-            return None
+        return self._find(Reseller.id_for(org_id), Reseller)
 
     def subscription(self, org_id: str, subscription_id: UUID) -> Subscription:
         """A subscription of this reseller; another reseller's is not found (its existence stays hidden)."""
         subscription = self._get(subscription_id, Subscription)
         if subscription.reseller_org_id != org_id:
             raise NotFound(f"no subscription {subscription_id}")
+        return subscription
+
+    @staticmethod
+    def _expected(subscription: Subscription, version: int | None) -> Subscription:
+        """The subscription, if it is still at the version the caller read (when they say which)."""
+        if version is not None and version != subscription.version:
+            raise VersionMismatch(f"the subscription is at version {subscription.version}, not {version}: "
+                                  "it changed since you read it; read it again and decide anew")
         return subscription
 
     def history(self, aggregate_id: UUID) -> Iterator[Any]:
@@ -345,25 +367,26 @@ class Ledger:
             for _ in range(ATTEMPTS):
                 if idempotency is not None and (earlier := self._earlier_answer(idempotency)) is not None:
                     return earlier
-                attempt = _Attempt(at=self.clock.now(), actor=actor)
-                try:
-                    main = work(attempt)
-                except PaymentDeclined:
-                    self._record_declined(attempt)
-                    raise
-                created = main.version == len(main.pending_events)
-                pending = [main, *attempt.companions, *self._invoices(attempt)]
-                if idempotency is not None:
-                    pending.append(IdempotentRequest.record(idempotency, resource_id=main.id,
-                                                            resource_version=main.version, at=attempt.at))
-                try:
-                    recordings = self.app.save(*pending)
-                except IntegrityError:
-                    self._undo_unrecorded_charges(attempt)
-                    continue
-                except BaseException:
-                    self._undo_unrecorded_charges(attempt)
-                    raise
+                with ExitStack() as attempt_held:
+                    attempt = _Attempt(at=self.clock.now(), actor=actor, held=attempt_held)
+                    try:
+                        main = work(attempt)
+                    except PaymentDeclined:
+                        self._record_declined(attempt)
+                        raise
+                    created = main.version == len(main.pending_events)
+                    pending = [main, *attempt.companions, *attempt.charges, *self._invoices(attempt)]
+                    if idempotency is not None:
+                        pending.append(IdempotentRequest.record(idempotency, resource_id=main.id,
+                                                                resource_version=main.version, at=attempt.at))
+                    try:
+                        recordings = self.app.save(*pending)
+                    except IntegrityError:
+                        self._undo_unrecorded_charges(attempt)
+                        continue
+                    except BaseException:
+                        self._undo_unrecorded_charges(attempt)
+                        raise
                 return Outcome(main, recordings[-1].notification.id if recordings else None, created=created)
         raise ConcurrentChange("another change was recorded at the same time, repeatedly; retry")
 
@@ -384,7 +407,67 @@ class Ledger:
             for charged in attempt.charged
         ]
 
+    # --- money: intents and their outcomes ---------------------------------------------------------
+
+    def _intend_charge(self, attempt: _Attempt, reseller_org_id: str, subscription_id: UUID, basis_version: int,
+                       purpose: str, bill: Bill, card: CardOnFile) -> tuple[Charge, bool]:
+        """The charge to make for this bill, its intent durably recorded, and whether it resumes an attempt
+        left open. A retry of the same change on the same basis finds its open attempt and resumes it (its
+        charge is taken if the processor made it before the crash, made now if not); an open attempt for
+        something else is settled first."""
+        charge_id = Charge.id_for(subscription_id, basis_version, purpose)
+        attempt.held.enter_context(self._locks.hold(f"charge:{charge_id}"))
+        charge = self._find(charge_id, Charge) or Charge.open(
+            reseller_org_id=reseller_org_id, subscription_id=subscription_id, basis_version=basis_version,
+            purpose=purpose, at=attempt.at, actor=attempt.actor)
+        customer, payment_method = card.processor_customer, card.processor_payment_method
+        if charge.matches(bill, customer=customer, payment_method=payment_method):
+            return charge, True
+        if charge.is_open:
+            self._settle_open(charge, at=attempt.at, actor=attempt.actor)
+        charge.intend(bill, customer=customer, payment_method=payment_method, at=attempt.at, actor=attempt.actor)
+        self.app.save(charge)
+        return charge, False
+
+    def settle_charge(self, charge_id: UUID, *, actor: str = RECOVERY) -> str | None:
+        """End a charge attempt whose command died after recording its intent: ask the processor with the
+        attempt's key, give back and document what it took, or record that it took nothing. Returns the
+        charge's state, or None when the charge is not open (someone else settled or completed it). Safe
+        to call from several processes at once: it holds the charge's lock and reloads under it."""
+        with self._locks.hold(f"charge:{charge_id}"):
+            charge = self._find(charge_id, Charge)
+            if charge is None or not charge.is_open:
+                return None
+            self._settle_open(charge, at=self.clock.now(), actor=actor)
+            return charge.state
+
+    def _settle_open(self, charge: Charge, *, at: datetime, actor: str) -> None:
+        reference = self.gateway.find_charge(customer=charge.customer, idempotency_key=charge.idempotency_key)
+        if reference is None:
+            charge.abandon("not_charged_at_processor", at=at, actor=actor)
+            self.app.save(charge)
+        else:
+            self._give_back(charge, reference, reason="change_not_recorded", at=at, actor=actor)
+
+    def _give_back(self, charge: Charge, payment_reference: str, *, reason: str, at: datetime, actor: str) -> None:
+        """Refund an attempt's charge whose change was not recorded, and document both in one transaction."""
+        assert charge.bill is not None and charge.invoice_id is not None
+        refund = self.gateway.refund(
+            payment_reference=payment_reference, amount_cents=charge.bill.total_cents,
+            idempotency_key=f"ledger-undo-{charge.invoice_id}",
+            metadata={"invoice_id": str(charge.invoice_id), "reason": reason},
+        )
+        invoice = Invoice.issue_paid(Payment(charge.invoice_id, payment_reference),
+                                     reseller_org_id=charge.reseller_org_id, subscription_id=charge.subscription_id,
+                                     purpose=charge.purpose, bill=charge.bill, at=at, actor=actor)
+        invoice.record_refund(amount_cents=charge.bill.total_cents, refund_reference=refund, reason=reason, at=at,
+                              actor=actor)
+        charge.reverse(payment_reference, refund, reason=reason, at=at, actor=actor)
+        self.app.save(invoice, charge)
+
     def _record_declined(self, attempt: _Attempt) -> None:
+        """Record the processor's refusal on the reseller (its billing page shows it) and end the charge
+        attempt as declined, in one transaction."""
         declined = attempt.declined
         if declined is None:
             return
@@ -396,39 +479,36 @@ class Ledger:
                 decline_code=declined.error.decline_code, message=declined.error.detail, at=attempt.at,
                 actor=attempt.actor,
             )
+            charges = []
+            for recorded in attempt.charges:
+                charge = self._get(recorded.id, Charge)
+                if charge.is_open:
+                    charge.decline(declined.error.decline_code, declined.error.detail, at=attempt.at,
+                                   actor=attempt.actor)
+                    charges.append(charge)
             try:
-                self.app.save(reseller)
+                self.app.save(reseller, *charges)
                 return
             except IntegrityError:
                 continue
-        log.error("could not record the declined charge for reseller %s", declined.reseller_id)
+        log.error("could not record the declined charge for reseller %s; recovery settles its intent",
+                  declined.reseller_id)
 
     def _undo_unrecorded_charges(self, attempt: _Attempt) -> None:
-        """Refund, and document, every charge of this attempt whose change was not saved. A charge that
-        a concurrent twin of this request did record (same basis, same key) is kept."""
+        """Refund, and document, every charge of this attempt whose change was not saved."""
         for charged in attempt.charged:
-            invoice_id = charged.payment.invoice_id
-            if invoice_id in self.app.repository:
-                continue
             try:
-                refund = self.gateway.refund(
-                    payment_reference=charged.payment.reference, amount_cents=charged.bill.total_cents,
-                    idempotency_key=f"ledger-undo-{invoice_id}",
-                    metadata={"invoice_id": str(invoice_id), "reason": "change_not_recorded"},
-                )
-                invoice = Invoice.issue_paid(charged.payment, reseller_org_id=charged.reseller_org_id,
-                                             subscription_id=charged.subscription_id, purpose=charged.purpose,
-                                             bill=charged.bill, at=attempt.at, actor=attempt.actor)
-                invoice.record_refund(amount_cents=charged.bill.total_cents, refund_reference=refund,
-                                      reason="change_not_recorded", at=attempt.at, actor=attempt.actor)
-                self.app.save(invoice)
+                charge = self._get(charged.charge_id, Charge)
+                if charge.is_open and charge.invoice_id == charged.payment.invoice_id:
+                    self._give_back(charge, charged.payment.reference, reason="change_not_recorded",
+                                    at=attempt.at, actor=attempt.actor)
             except Exception:
-                log.exception("charge %s of invoice %s was not recorded and could not be undone; "
-                              "reconciliation will report it", charged.payment.reference, invoice_id)
+                log.exception("charge %s of invoice %s was not recorded and could not be undone now; "
+                              "recovery settles it", charged.payment.reference, charged.payment.invoice_id)
 
     def _payer(self, attempt: _Attempt, reseller: Reseller, subscription_id: UUID, basis_version: int,
                purpose: str, quoted: Quote | None) -> _Payer:
-        return _Payer(self.gateway, attempt, reseller, subscription_id=subscription_id, basis_version=basis_version,
+        return _Payer(self, attempt, reseller, subscription_id=subscription_id, basis_version=basis_version,
                       purpose=purpose, quoted_total=quoted.total_cents if quoted else None)
 
     def _redeem(self, quote_id: str | None, org_id: str, subject: str, basis_version: int,
@@ -439,6 +519,12 @@ class Ledger:
 
     def _tax_rate(self, reseller: Reseller) -> int:
         return self.catalog.tax_rate_bps(reseller.country, tax_exempt=reseller.tax_exempt)
+
+    def _find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        try:
+            return self._get(aggregate_id, kind)
+        except NotFound:
+            return None
 
     def _get(self, aggregate_id: UUID, kind: type[A]) -> A:
         try:

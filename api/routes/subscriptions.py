@@ -1,14 +1,42 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Response, status
 
 from api import views
 from api.deps import Idempotency, LedgerDep, ResellerAdmin, ServicesDep
 from api.routes.common import answer, subscription_id
 from api.schemas import CreateSubscriptionIn, EventsOut, OrderIn, PreviewOut, SeatsIn, SeatsPreviewIn, SubscriptionOut
+from ledger.errors import ValidationFailed
 from ledger.subscription import Order
 
 router = APIRouter(prefix="/v1/resellers/{org_id}/subscriptions", tags=["subscriptions"])
+
+_ENTITY_TAG = re.compile(r'(?:W/)?"(\d{1,18})"')
+
+
+def expected_version(
+    if_match: Annotated[str | None, Header(description='The subscription\'s `version` as you read it, quoted: '
+                                           '`"3"`. The change is refused with 412 if it is no longer current.')] = None,
+) -> int | None:
+    """Optimistic concurrency for portals: a change applies only to the version its user saw."""
+    if if_match is None:
+        return None
+    match = _ENTITY_TAG.fullmatch(if_match.strip())
+    if match is None:
+        raise ValidationFailed("If-Match", 'If-Match is the subscription\'s version in quotes, such as "3"')
+    return int(match.group(1))
+
+
+ExpectedVersion = Annotated[int | None, Depends(expected_version)]
+
+
+def _tagged(response: Response, subscription: SubscriptionOut) -> SubscriptionOut:
+    """The version as an entity tag, for ``If-Match`` on the next change."""
+    response.headers["ETag"] = f'"{subscription.version}"'
+    return subscription
 
 
 def _order(body: OrderIn) -> Order:
@@ -30,12 +58,12 @@ def create(body: CreateSubscriptionIn, access: ResellerAdmin, ledger: LedgerDep,
            response: Response) -> SubscriptionOut:
     outcome = ledger.create_subscription(access.org_id, _order(body), actor=access.user.user_id,
                                          quote_id=body.quote_id, idempotency=idempotency)
-    return answer(response, outcome, views.subscription)
+    return _tagged(response, answer(response, outcome, views.subscription))
 
 
 @router.get("/{id}", response_model=SubscriptionOut, summary="One subscription, expired ones included")
-def show(id: str, access: ResellerAdmin, ledger: LedgerDep) -> SubscriptionOut:
-    return views.subscription(ledger.subscription(access.org_id, subscription_id(id)))
+def show(id: str, access: ResellerAdmin, ledger: LedgerDep, response: Response) -> SubscriptionOut:
+    return _tagged(response, views.subscription(ledger.subscription(access.org_id, subscription_id(id))))
 
 
 @router.post("/{id}/seats/preview", response_model=PreviewOut,
@@ -46,25 +74,27 @@ def preview_seats(id: str, body: SeatsPreviewIn, access: ResellerAdmin, ledger: 
 
 @router.post("/{id}/seats", response_model=SubscriptionOut, summary="Change the number of seats")
 def change_seats(id: str, body: SeatsIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
-                 response: Response) -> SubscriptionOut:
+                 version: ExpectedVersion, response: Response) -> SubscriptionOut:
     outcome = ledger.change_seats(access.org_id, subscription_id(id), body.seats, actor=access.user.user_id,
-                                  quote_id=body.quote_id, idempotency=idempotency)
-    return answer(response, outcome, views.subscription)
+                                  quote_id=body.quote_id, expected_version=version, idempotency=idempotency)
+    return _tagged(response, answer(response, outcome, views.subscription))
 
 
 @router.post("/{id}/cancel", response_model=SubscriptionOut,
              summary="Cancel at the end of the current period (it stays usable until then)")
-def cancel(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
+def cancel(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency, version: ExpectedVersion,
            response: Response) -> SubscriptionOut:
-    outcome = ledger.cancel(access.org_id, subscription_id(id), actor=access.user.user_id, idempotency=idempotency)
-    return answer(response, outcome, views.subscription)
+    outcome = ledger.cancel(access.org_id, subscription_id(id), actor=access.user.user_id, expected_version=version,
+                           idempotency=idempotency)
+    return _tagged(response, answer(response, outcome, views.subscription))
 
 
 @router.post("/{id}/resume", response_model=SubscriptionOut, summary="Undo a cancellation before the period ends")
-def resume(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
+def resume(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency, version: ExpectedVersion,
            response: Response) -> SubscriptionOut:
-    outcome = ledger.resume(access.org_id, subscription_id(id), actor=access.user.user_id, idempotency=idempotency)
-    return answer(response, outcome, views.subscription)
+    outcome = ledger.resume(access.org_id, subscription_id(id), actor=access.user.user_id, expected_version=version,
+                           idempotency=idempotency)
+    return _tagged(response, answer(response, outcome, views.subscription))
 
 
 @router.get("/{id}/events", response_model=EventsOut, summary="The subscription's event history, oldest first")

@@ -125,6 +125,14 @@ class SimulatedGateway:
             raise PaymentDeclined("Your card was declined.", decline)
         return replayed
 
+    def find_charge(self, *, customer: str, idempotency_key: str) -> str | None:
+        with self._guard:
+            row = self._db.execute(
+                "SELECT c.id FROM idempotency i JOIN charges c ON c.id = i.object_id"
+                " WHERE i.key = ? AND c.customer = ? AND c.status = 'succeeded'", (idempotency_key, customer),
+            ).fetchone()
+        return row[0] if row else None
+
     def refund(self, *, payment_reference: str, amount_cents: int, idempotency_key: str,
                metadata: Mapping[str, str]) -> str:
         request = _canonical(["refund", payment_reference, amount_cents, dict(metadata)])

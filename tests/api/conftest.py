@@ -189,11 +189,11 @@ class Unchanged:
         history = api.event_types(sub_id, org_id) if sub_id else None
         return cls(api, sub_id, org_id, body, history, api.log_position(), len(api.charges()))
 
-    def check(self, *, except_reseller_events: int = 0) -> None:
+    def check(self, *, except_reseller_events: int = 0, except_charge_events: int = 0) -> None:
         if self.sub_id:
             assert self.api.show(self.sub_id, self.org_id) == self.body
             assert self.api.event_types(self.sub_id, self.org_id) == self.events
-        assert self.api.log_position() == self.position + except_reseller_events
+        assert self.api.log_position() == self.position + except_reseller_events + except_charge_events
         assert len(self.api.charges()) == self.charge_count
 
 

@@ -89,7 +89,11 @@ def test_a_declined_create_records_the_failure_and_nothing_else() -> None:
     assert [events.type_name(e) for e in history] == ["ResellerEnabled", "BillingInfoUpdated", "ChargeDeclined"]
     assert (history[-1].amount_cents, history[-1].purpose) == (9000, "subscription_created")
     assert charges(world) == []
-    assert world.app.recorder.max_notification_id() == 3
+    # Beside the reseller's record, only the charge's intent and its declined end: no subscription, no invoice.
+    notifications = world.app.recorder.select_notifications(start=None, limit=100)
+    assert [n.topic for n in notifications[2:]] == [
+        "ledger:Charge.ChargeOpened", "ledger:Charge.ChargeIntended", "ledger:Reseller.ChargeDeclined",
+        "ledger:Charge.ChargeAttemptDeclined"]
 
 
 def test_a_card_refused_when_saved_changes_nothing() -> None:
