@@ -55,6 +55,10 @@ class PaymentGateway(Protocol):
                idempotency_key: str, metadata: Mapping[str, str]) -> str:
         """Charge off-session; the same idempotency key never charges twice. Returns the reference."""
 
+    def find_charge(self, *, customer: str, idempotency_key: str) -> str | None:
+        """The reference of the successful charge made with this idempotency key for this customer, or
+        None when the processor holds none. A charge still in progress raises PaymentUnavailable (ask again later)."""
+
     def refund(self, *, payment_reference: str, amount_cents: int, idempotency_key: str,
                metadata: Mapping[str, str]) -> str:
         """Refund part or all of a charge. Returns the refund's reference."""

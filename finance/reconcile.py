@@ -1,11 +1,22 @@
 """Reconciliation of one period: the ledger's billing documents and refunds against the payment
-processor's charges and refunds, matched by payment reference and refund reference.
+processor's charges and refunds.
 
-The ledger dates a document when the change was priced and the processor dates the charge a moment
-later, so an item near a boundary can fall in different periods on the two sides. A counterpart is
-therefore looked for ``MARGIN`` beyond the period on both sides: give ``reconcile`` the ledger's entries
-of the widened period (``billing_documents.queries.between(db, from - MARGIN, to + MARGIN)``); only items
-of the period itself are reported.
+How the two sides pair (docs/finance.md tells it at length):
+
+* Pairs are made by identity, never by time: a document with the charge whose reference (the
+  PaymentIntent id) it recorded, a recorded refund with the processor's refund of the same id. The
+  charge's metadata names the ledger's invoice, subscription and reseller, for the report.
+* The period is on the ledger's clock. A pair belongs to the period of its ledger side (the document's
+  issue, the refund's recording). A processor item that the ledger lacks belongs to the period in which
+  the ledger's clock read the instant the processor made it (``finance.clocks``): that instant itself
+  with the system clock; with the sandbox clock, which only moves when told and may run days ahead of the
+  processor's, the sandbox's recorded reading then.
+* The ledger dates a document when the change was priced and the processor dates the charge a moment
+  later, so the two sides of a pair can fall in different periods. Counterparts are therefore looked for
+  beyond the period: the processor is asked for what it made while the ledger's clock read the period
+  and ``MARGIN`` either side, and ``reconcile`` needs the ledger's entries of ``ledger_window``, which
+  covers whatever the ledger's clock read while the processor made those. Only items of the period are
+  reported.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from commands.ports import PaymentGateway, ProcessorCharge
+from finance.clocks import SAME_CLOCK, ClockMap
 from ledger import events
 
 MARGIN = timedelta(hours=1)
@@ -30,9 +42,18 @@ REFUND_WITHOUT_PROCESSOR_REFUND = "refund_without_processor_refund"
 REFUNDED_AMOUNT_MISMATCH = "refunded_amount_mismatch"
 
 
+class Unreadable(Exception):
+    """One side of the books could not be read (``what``); the cause is chained."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
 @dataclass(frozen=True)
 class Mismatch:
-    """One disagreement; ``at`` is when the item reported happened (ISO 8601 UTC), amounts are in cents."""
+    """One disagreement; ``at`` is when the item reported happened (ISO 8601 UTC) by the clock of its side
+    (the processor's for an item only it has), amounts are in cents."""
 
     kind: str
     at: str
@@ -59,28 +80,52 @@ class Report:
     ledger_refunds: int
     processor_refunds: int
     mismatches: tuple[Mismatch, ...]
+    # The processor's items were listed from listed_from to listed_to, by its clock.
+    listed_from: datetime
+    listed_to: datetime
 
     @property
     def matches(self) -> bool:
         return not self.mismatches
 
 
+def ledger_window(created_from: datetime, created_to: datetime,
+                  clocks: ClockMap = SAME_CLOCK) -> tuple[datetime, datetime]:
+    """The ledger's entries that ``reconcile`` needs for a period are those dated in this window: the
+    period and ``MARGIN`` either side, and whatever the ledger's clock read while the processor made the
+    items it will be asked for."""
+    read_from, read_to = clocks.ledger_window(*clocks.processor_window(created_from - MARGIN, created_to + MARGIN))
+    return min(created_from - MARGIN, read_from), max(created_to + MARGIN, read_to)
+
+
 def reconcile(documents_and_refunds: Iterable[Mapping[str, Any]], gateway: PaymentGateway,
-              created_from: datetime, created_to: datetime) -> Report:
-    """``documents_and_refunds``: entries as ``billing_documents.queries.between`` gives them."""
+              created_from: datetime, created_to: datetime, clocks: ClockMap = SAME_CLOCK) -> Report:
+    """``documents_and_refunds``: the entries of ``ledger_window(created_from, created_to, clocks)`` as
+    ``billing_documents.queries.between`` gives them; ``clocks``: how the processor's clock maps onto the
+    ledger's. Raises ``Unreadable`` when the processor cannot list its items."""
     documents, refunds = _ledger_side(documents_and_refunds)
-    widened = {"created_from": created_from - MARGIN, "created_to": created_to + MARGIN}
-    charges = {c.reference: c for c in gateway.list_charges(**widened)}
-    processor_refunds = {r.reference: r for r in gateway.list_refunds(**widened)}
+    listed_from, listed_to = clocks.processor_window(created_from - MARGIN, created_to + MARGIN)
+    try:
+        charges = {c.reference: c for c in gateway.list_charges(created_from=listed_from, created_to=listed_to)}
+        processor_refunds = {r.reference: r for r in gateway.list_refunds(created_from=listed_from,
+                                                                          created_to=listed_to)}
+    except Exception as error:
+        raise Unreadable(f"the payment processor ({gateway.name})") from error
 
     def in_period(at: datetime | str) -> bool:
         instant = at if isinstance(at, datetime) else _parse(at)
         return created_from <= instant < created_to
 
+    # A pair belongs to the period of its ledger side; a processor item the ledger lacks, to the period
+    # in which the ledger's clock read the instant the processor made it.
     period_documents = [d for d in documents.values() if in_period(d["issued_at"])]
-    period_charges = [c for c in charges.values() if in_period(c.created)]
+    documented = {d["payment_reference"] for d in period_documents}
+    period_charges = [c for c in charges.values() if c.reference in documented
+                      or (c.reference not in documents and in_period(clocks.ledger_time(c.created)))]
     period_ledger_refunds = [r for r in refunds.values() if in_period(r["refunded_at"])]
-    period_processor_refunds = [r for r in processor_refunds.values() if in_period(r.created)]
+    recorded = {r["refund_reference"] for r in period_ledger_refunds}
+    period_processor_refunds = [r for r in processor_refunds.values() if r.reference in recorded
+                                or (r.reference not in refunds and in_period(clocks.ledger_time(r.created)))]
     found: list[Mismatch] = []
     for charge in period_charges:
         if charge.reference not in documents:
@@ -96,23 +141,22 @@ def reconcile(documents_and_refunds: Iterable[Mapping[str, Any]], gateway: Payme
                 payment_reference=document["payment_reference"], ledger_cents=document["total_cents"],
                 ledger_currency=document["currency"],
                 detail="the ledger documents a charge that the processor does not list as succeeded"))
-    paired = {c.reference for c in period_charges} | {d["payment_reference"] for d in period_documents}
-    for reference in sorted(paired & documents.keys() & charges.keys()):
+    for reference in sorted(documented & charges.keys()):
         found += _compare(documents[reference], charges[reference])
     for refund in period_processor_refunds:
-        recorded = refunds.get(refund.reference)
-        if recorded is None:
+        ledger_refund = refunds.get(refund.reference)
+        if ledger_refund is None:
             found.append(Mismatch(
                 REFUND_NOT_RECORDED, at=events.iso(refund.created), invoice_id=refund.metadata.get("invoice_id"),
                 payment_reference=refund.charge_reference, refund_reference=refund.reference,
                 processor_cents=refund.amount_cents, processor_currency=refund.currency,
                 detail="the processor refunded this and the ledger has not recorded it"))
-        elif recorded["amount_cents"] != refund.amount_cents:
+        elif ledger_refund["amount_cents"] != refund.amount_cents:
             found.append(Mismatch(
-                REFUNDED_AMOUNT_MISMATCH, at=recorded["refunded_at"], invoice_id=recorded["invoice_id"],
+                REFUNDED_AMOUNT_MISMATCH, at=ledger_refund["refunded_at"], invoice_id=ledger_refund["invoice_id"],
                 payment_reference=refund.charge_reference, refund_reference=refund.reference,
-                ledger_cents=recorded["amount_cents"], processor_cents=refund.amount_cents,
-                ledger_currency=recorded["currency"], processor_currency=refund.currency,
+                ledger_cents=ledger_refund["amount_cents"], processor_cents=refund.amount_cents,
+                ledger_currency=ledger_refund["currency"], processor_currency=refund.currency,
                 detail="the ledger recorded another amount for this refund than the processor refunded"))
     for ledger_refund in period_ledger_refunds:
         if ledger_refund["refund_reference"] not in processor_refunds:
@@ -125,7 +169,8 @@ def reconcile(documents_and_refunds: Iterable[Mapping[str, Any]], gateway: Payme
     return Report(created_from, created_to, documents=len(period_documents), charges=len(period_charges),
                   ledger_refunds=len(period_ledger_refunds), processor_refunds=len(period_processor_refunds),
                   mismatches=tuple(sorted(found, key=lambda m: (m.at, m.kind, m.payment_reference or "",
-                                                                m.refund_reference or ""))))
+                                                                m.refund_reference or ""))),
+                  listed_from=listed_from, listed_to=listed_to)
 
 
 def write_csv(report: Report, file: TextIO) -> None:

@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from commands.errors import PaymentUnavailable
 from finance.cli import register
 from finance.export import COLUMNS, export_billing
 from service.bootstrap import Services, bootstrap
@@ -21,6 +26,7 @@ from tests.billing_support import PRO_ORDER
 from tests.support import ADMIN
 
 PERIOD = ["--from", "2000-01-01", "--to", "2100-01-01T00:00:00Z"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def open_services(settings: Settings) -> Services:
@@ -148,3 +154,78 @@ def test_a_report_period_can_be_a_window_of_hours(settings: Settings, capsys: py
     start, end = now - timedelta(hours=1), now + timedelta(hours=1)
     assert run(settings, "reconcile", "--from", start.isoformat(), "--to", end.isoformat()) == 0
     assert "The books match." in capsys.readouterr().out
+
+
+# --- failures to read: exit 3, one line ---------------------------------------------------------------------
+
+
+def unreachable_processor(tmp_path: Path) -> dict[str, str]:
+    """Stripe settings whose API is a local port that nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return {"LEDGER_DATA_DIR": str(tmp_path / "data"), "LEDGER_PAYMENTS": "stripe",
+            "LEDGER_STRIPE_SECRET_KEY": "sk_test_unreachable", "LEDGER_STRIPE_API_BASE": f"http://127.0.0.1:{port}"}
+
+
+def test_an_unreachable_processor_exits_3_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | unreachable_processor(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "service.cli", "reconcile", *PERIOD], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "ledger: could not read the payment processor (stripe): the payment processor is unavailable "
+        "(APIConnectionError); retry later"]
+
+
+def test_verbose_prints_the_trace_before_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in unreachable_processor(tmp_path).items():
+        monkeypatch.setenv(name, value)
+
+    assert run(load_settings(), "reconcile", *PERIOD, "--verbose") == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "stripe._error.APIConnectionError" in err
+    assert err.splitlines()[-1].startswith("ledger: could not read the payment processor (stripe): ")
+
+
+@pytest.mark.parametrize("command", ["reconcile", "export-billing"])
+def test_an_unreadable_store_exits_3_with_one_line(settings: Settings, command: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (settings.data_dir / "ledger.sqlite").write_bytes(b"not a database" * 100)
+
+    assert run(settings, command, *PERIOD) == 3
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["ledger: could not read the ledger's store: DatabaseError: file is not a "
+                                         "database"]
+    assert "The books match" not in captured.out
+
+
+def test_a_processor_that_refuses_to_list_exits_3_not_1(settings: Settings,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    def refusing(settings: Settings) -> Services:
+        services = bootstrap(settings)
+        services.gateway.list_charges = _refuse  # type: ignore[method-assign]
+        return services
+
+    parser = argparse.ArgumentParser(prog="ledger")
+    register(parser.add_subparsers(dest="command", required=True), _command, refusing)
+    args = parser.parse_args(["reconcile", *PERIOD])
+
+    assert args.run(args, settings) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        "ledger: could not read the payment processor (simulated): the payment processor refused to answer"]
+
+
+def _refuse(**_: object) -> list[object]:
+    raise PaymentUnavailable("the payment processor refused to answer")
+
+
+@pytest.mark.parametrize("argv", [["reconcile", "--from", "2026-01-01"], ["reconcile", *PERIOD, "--bogus"],
+                                  ["export-billing", *PERIOD, "--verbose=yes"]])
+def test_bad_usage_is_refused_by_the_parser_with_exit_2(settings: Settings, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(settings, *argv)
+    assert exited.value.code == 2

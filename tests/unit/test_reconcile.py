@@ -6,13 +6,20 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
-from finance.reconcile import CSV_COLUMNS, MARGIN, Report, reconcile, write_csv
+from commands.application import LedgerApplication
+from commands.clocks import SandboxClock, SystemClock
+from commands.gateways.simulated import SimulatedGateway
+from commands.handlers import Ledger
+from commands.locks import ThreadLocks
+from commands.quotes import QuoteSigner
+from finance.clocks import DRIFT, SAME_CLOCK, ClockMap, SandboxReadings, sandbox_clock_map
+from finance.reconcile import CSV_COLUMNS, MARGIN, Report, ledger_window, reconcile, write_csv
 from ledger.errors import PaymentDeclined
 from projections import billing_documents
 from projections.billing_documents import queries
@@ -26,7 +33,7 @@ from tests.billing_support import (
     issue_document,
     record_refund,
 )
-from tests.support import ADMIN, T0, InMemoryLedger
+from tests.support import ADMIN, CATALOG, T0, InMemoryLedger, reseller_with_card
 
 PERIOD = (T0 - timedelta(days=1), T0 + timedelta(days=60))
 
@@ -168,3 +175,76 @@ def test_the_csv_lists_every_mismatch_in_cents(world: InMemoryLedger, view: Read
     assert (by_kind["amount_mismatch"]["ledger_cents"], by_kind["amount_mismatch"]["processor_cents"]) == (
         "4100", "4200")
     assert by_kind["document_without_charge"]["processor_cents"] == ""
+
+
+# --- the sandbox clock against the processor's ------------------------------------------------------------
+
+
+def test_sandbox_readings_map_the_processors_instants_onto_the_sandbox_clock() -> None:
+    started, moved, read = (datetime(2026, 12, 1, 9, tzinfo=UTC), datetime(2026, 12, 1, 10, tzinfo=UTC),
+                            datetime(2026, 12, 1, 11, tzinfo=UTC))
+    first, second = datetime(2026, 12, 1, 9, tzinfo=UTC), datetime(2027, 3, 1, tzinfo=UTC)
+    clocks = SandboxReadings(((started, first), (moved, second)), read_at=read)
+
+    assert clocks.ledger_time(started - timedelta(days=1)) == started - timedelta(days=1)  # the system's before
+    assert clocks.ledger_time(started + timedelta(minutes=59)) == first  # it stands still between moves
+    assert clocks.ledger_time(moved) == second
+    assert clocks.ahead_by == second - read
+    # What the processor made while the sandbox read a period of the ledger, give or take DRIFT:
+    assert clocks.processor_window(first, second) == (started - DRIFT, moved + DRIFT)
+    assert clocks.processor_window(first + timedelta(days=1), second + timedelta(days=1)) == (
+        moved - DRIFT, read + DRIFT)  # the sandbox has not reached the period's end yet
+    assert clocks.ledger_window(moved, read) == (first, second)  # DRIFT reaches back before the move
+
+
+def test_the_sandbox_clocks_readings_are_its_recorded_moves_at_the_real_instants_they_were_made() -> None:
+    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    sandbox = SandboxClock(app, lambda: T0)
+    assert sandbox_clock_map(app) is SAME_CLOCK  # never started: nothing to map
+
+    before = datetime.now(UTC)
+    sandbox.now()
+    sandbox.set(T0 + timedelta(days=30), actor="test")
+    after = datetime.now(UTC)
+
+    clocks = sandbox_clock_map(app)
+    assert isinstance(clocks, SandboxReadings)
+    assert [reading for _, reading in clocks.readings] == [T0, T0 + timedelta(days=30)]
+    assert all(before <= real <= after for real, _ in clocks.readings)
+
+
+def test_with_the_sandbox_clock_pairs_are_made_by_id_and_placed_by_what_the_sandbox_read(tmp_path: Path) -> None:
+    # The sandbox starts at T0, months before today; the processor dates by real time, as Stripe does.
+    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    sandbox = SandboxClock(app, lambda: T0)
+    processor = SimulatedGateway(":memory:", SystemClock())
+    ledger = Ledger(app, catalog=CATALOG, clock=sandbox, gateway=processor, locks=ThreadLocks(),
+                    quotes=QuoteSigner(b"test quotes"))
+    world = InMemoryLedger(ledger, sandbox, processor)  # type: ignore[arg-type]
+    reseller_with_card(world, country="DE")
+    sub_id = ledger.create_subscription("org_1", PRO_ORDER, actor=ADMIN).aggregate.id  # dated T0, charged today
+    renewal = datetime(2026, 2, 28, 10, tzinfo=UTC)
+    sandbox.set(renewal, actor="test")
+    ledger.run_due(sub_id)  # dated at the renewal, charged today
+    charge_outside_the_ledger(world, 4200)  # today, while the sandbox reads the renewal's instant
+    view = billing_view(world, tmp_path)
+    view.catch_up()
+    clocks = sandbox_clock_map(app)
+
+    def reconciled(start: datetime, clocks: ClockMap) -> Report:
+        end = start + timedelta(days=2)
+        entries = queries.between(view.db(billing_documents.NAME), *ledger_window(start, end, clocks))
+        return reconcile(entries, processor, start, end, clocks)
+
+    creation_days, renewal_days = T0 - timedelta(days=1), renewal - timedelta(days=1)
+    try:
+        created = reconciled(creation_days, clocks)
+        assert created.matches and (created.documents, created.charges) == (1, 1)
+        renewed = reconciled(renewal_days, clocks)
+        assert [m.kind for m in renewed.mismatches] == ["charge_without_document"]
+        assert (renewed.documents, renewed.charges) == (1, 2)
+        # By the processor's dates, neither period would find its charges.
+        assert [m.kind for m in reconciled(creation_days, SAME_CLOCK).mismatches] == ["document_without_charge"]
+        assert [m.kind for m in reconciled(renewal_days, SAME_CLOCK).mismatches] == ["document_without_charge"]
+    finally:
+        view.close()

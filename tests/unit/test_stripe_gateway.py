@@ -4,14 +4,14 @@ The SDK builds and sends every request (form encoding, Idempotency-Key, retries)
 answer into its objects and errors; only the transport is ours: an in-memory Stripe that answers with
 Stripe-shaped JSON (https://docs.stripe.com/api) and records what it was sent. It can also answer
 what localstripe cannot: card errors with decline codes, authentication_required, idempotency errors,
-rate limits, 5xx and connection errors.
+rate limits, 5xx and connection errors; and, like localstripe, refuse a list filter.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,10 +20,10 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import stripe
 
-from commands.errors import PaymentUnavailable
+from commands.errors import IdempotencyConflict, PaymentUnavailable
 from commands.gateways.stripe import StripeGateway
 from commands.ports import ProcessorCharge, ProcessorRefund
-from ledger.errors import PaymentDeclined, ValidationFailed
+from ledger.errors import InvalidState, PaymentDeclined, ValidationFailed
 from ledger.reseller import CardOnFile
 
 START = 1_780_000_000  # 2026-05-28T20:26:40Z
@@ -77,6 +77,7 @@ class FakeStripe(stripe.HTTPClient):
         self.sleeps: list[float] = []
         self.now = START
         self.page_size = 100
+        self.refused_filters: set[str] = set()  # list filters answered 400, as localstripe does
         self.closed = False
         self._replays: dict[str, tuple[dict[str, str], str, int]] = {}
         self._cards: dict[str, FakeCard] = {}
@@ -149,13 +150,22 @@ class FakeStripe(stripe.HTTPClient):
             case "get", ["payment_intents", intent_id]:
                 return 200, self.objects[intent_id]
             case "post", ["refunds"]:
+                if p["payment_intent"] not in self.objects:
+                    return _missing("payment_intent", f"No such payment_intent: '{p['payment_intent']}'")
                 intent = self.objects[p["payment_intent"]]
                 charge = self.objects[intent["latest_charge"]]
                 amount = int(p.get("amount", charge["amount"]))
+                if amount > charge["amount"] - charge["amount_refunded"]:
+                    return _error(400, "invalid_request_error", f"Refund amount ({amount}) is greater than "
+                                  "unrefunded amount on charge.", param="amount")
                 charge["amount_refunded"] += amount
                 return 200, self._new("re", "refund", amount=amount, charge=charge["id"], payment_intent=intent["id"],
                                       currency=charge["currency"], status="succeeded", metadata=sent.nested("metadata"))
-            case "get", ["charges" | "refunds" as kind]:
+            case "get", ["charges" | "refunds" | "payment_intents" as kind]:
+                refused = {k.split("[")[0] for k in sent.params} & self.refused_filters
+                if refused:
+                    return _error(400, "invalid_request_error", f"Received unknown parameter: {refused.pop()}",
+                                  code="parameter_unknown")
                 return 200, self._page(kind[:-1], sent)
         return _error(404, "invalid_request_error", f"Unrecognized request URL ({sent.method} {sent.path})")
 
@@ -182,7 +192,8 @@ class FakeStripe(stripe.HTTPClient):
     def _page(self, kind: str, sent: Sent) -> Json:
         p = sent.params
         items = [o for o in self.objects.values() if o["object"] == kind
-                 and int(p.get("created[gte]", 0)) <= o["created"] < int(p.get("created[lt]", 2**40))]
+                 and int(p.get("created[gte]", 0)) <= o["created"] < int(p.get("created[lt]", 2**40))
+                 and p.get("customer", o.get("customer")) == o.get("customer")]
         items.sort(key=lambda o: o["created"], reverse=True)  # newest first, as Stripe lists
         if "starting_after" in p:
             items = items[[o["id"] for o in items].index(p["starting_after"]) + 1:]
@@ -314,6 +325,52 @@ def test_an_unknown_payment_method_is_a_validation_error(gateway: StripeGateway)
     assert "pm_no_such_method" in failed.value.detail
 
 
+@pytest.mark.parametrize(("code", "message"), [
+    ("payment_method_unexpected_state", "This PaymentMethod was previously used without being attached to a "
+                                        "Customer or was detached from a Customer, and may not be used again."),
+    (None, "The payment method you provided has already been attached to a customer."),
+    ("payment_method_unactivated", "The operation cannot be performed as the payment method used has not been "
+                                   "activated."),
+])
+def test_a_payment_method_the_processor_will_not_attach_is_a_validation_error_and_changes_nothing(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile, code: str | None, message: str) -> None:
+    stripe_api.scripted.append(_error(400, "invalid_request_error", message, code=code, param="payment_method"))
+
+    with pytest.raises(ValidationFailed) as failed:
+        save(gateway, "pm_1Other", customer=card.processor_customer, billing_email="new@org1.example")
+
+    assert (failed.value.field, failed.value.detail) == (
+        "payment_method", f"the payment processor refused the payment method pm_1Other: {message}")
+    assert [s.path for s in stripe_api.sent] == ["/v1/payment_methods/pm_1Other/attach"]
+    assert stripe_api.objects[card.processor_customer]["invoice_settings"]["default_payment_method"] == \
+        card.processor_payment_method
+
+
+def test_a_payment_method_that_is_not_a_card_is_a_validation_error(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
+    stripe_api.scripted.append((200, {"id": "pm_sepa", "object": "payment_method", "type": "sepa_debit",
+                                      "customer": card.processor_customer, "metadata": {}}))
+
+    with pytest.raises(ValidationFailed) as failed:
+        save(gateway, "pm_sepa", customer=card.processor_customer)
+
+    assert failed.value.field == "payment_method"
+    assert "not a card" in failed.value.detail
+
+
+def test_a_billing_email_the_processor_refuses_is_a_validation_error_of_that_field(
+        gateway: StripeGateway, stripe_api: FakeStripe) -> None:
+    stripe_api.scripted.append(_error(400, "invalid_request_error", "Invalid email address: a@@b",
+                                      code="email_invalid", param="email"))
+
+    with pytest.raises(ValidationFailed) as failed:
+        save(gateway, billing_email="a@@b")
+
+    assert (failed.value.field, failed.value.detail) == (
+        "billing_email", "the payment processor refused the billing email: Invalid email address: a@@b")
+    assert stripe_api.count("customer") == 0
+
+
 # --- charging --------------------------------------------------------------------------------------------
 
 
@@ -328,7 +385,8 @@ def test_a_charge_is_one_confirmed_off_session_payment_intent_with_the_ledgers_k
         == {"amount": "11880", "currency": "eur", "customer": card.processor_customer,
             "payment_method": card.processor_payment_method, "confirm": "true", "off_session": "true"}
     assert sent.nested("payment_method_types") == {"0": "card"}
-    assert sent.nested("metadata") == METADATA
+    # The key goes in the metadata too, so that crash recovery can find the charge (find_charge).
+    assert sent.nested("metadata") == {**METADATA, "charge_key": "ledger-invoice-1"}
     assert stripe_api.objects[reference]["object"] == "payment_intent"
     assert stripe_api.objects[reference]["status"] == "succeeded"
 
@@ -339,11 +397,11 @@ def test_a_charge_retried_with_the_same_key_is_charged_once(
     assert stripe_api.count("charge") == 1
 
 
-def test_a_key_reused_for_another_amount_is_a_bug(
+def test_a_key_reused_for_another_amount_is_an_idempotency_conflict(
         gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
     charge(gateway, card, amount_cents=1_000)
 
-    with pytest.raises(RuntimeError, match="idempotency key"):
+    with pytest.raises(IdempotencyConflict, match="idempotency key reused"):
         charge(gateway, card, amount_cents=2_000)
     assert stripe_api.count("charge") == 1
 
@@ -371,6 +429,34 @@ def test_a_payment_intent_left_requiring_action_is_declined_as_authentication_re
     with pytest.raises(PaymentDeclined) as declined:
         charge(gateway, card)
     assert declined.value.decline_code == "authentication_required"
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ("payment_method_unexpected_state", "The PaymentMethod provided was detached from this Customer."),
+    ("amount_too_small", "Amount must be at least €0.50 eur"),
+    (None, "The PaymentMethod is not attached to this customer."),
+])
+def test_a_charge_the_processor_refuses_as_invalid_is_declined_with_its_code(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile, code: str | None, message: str) -> None:
+    stripe_api.scripted.append(_error(400, "invalid_request_error", message, code=code))
+
+    with pytest.raises(PaymentDeclined) as declined:
+        charge(gateway, card)
+    assert (declined.value.detail, declined.value.decline_code) == (message, code or "invalid_request")
+    assert len(stripe_api.sent) == 1  # a refusal is not retried
+
+
+def test_a_payment_intent_that_comes_back_failed_is_declined_with_its_last_error(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
+    status, failed = _intent("requires_payment_method")
+    failed["last_payment_error"] = {"type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
+                                    "message": "Your card has insufficient funds."}
+    stripe_api.scripted.append((status, failed))
+
+    with pytest.raises(PaymentDeclined) as declined:
+        charge(gateway, card)
+    assert (declined.value.detail, declined.value.decline_code) == (
+        "Your card has insufficient funds.", "insufficient_funds")
 
 
 def test_a_payment_still_processing_is_unavailable_for_now(
@@ -420,13 +506,57 @@ def test_a_transient_server_error_is_retried_and_the_charge_goes_through(
     assert [s.headers["Idempotency-Key"] for s in stripe_api.sent] == ["ledger-invoice-1"] * 2
 
 
-def test_a_connection_error_is_unavailable_after_the_retries(
-        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
-    stripe_api.scripted += [stripe.APIConnectionError("Connection refused.", should_retry=True)] * 3
+@pytest.mark.parametrize("message", ["Connection refused.", "Request timed out."])
+def test_a_connection_error_or_timeout_is_unavailable_after_the_retries(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile, message: str) -> None:
+    stripe_api.scripted += [stripe.APIConnectionError(message, should_retry=True)] * 3
 
     with pytest.raises(PaymentUnavailable):
         charge(gateway, card)
     assert len(stripe_api.sent) == 3
+
+
+@pytest.mark.parametrize(("status", "kind"), [(401, "invalid_request_error"), (403, "invalid_request_error")])
+def test_the_processor_refusing_the_ledgers_key_is_unavailable_not_declined(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile, status: int, kind: str) -> None:
+    stripe_api.scripted.append(_error(status, kind, "Invalid API Key provided: sk_test_****ract"))
+
+    with pytest.raises(PaymentUnavailable, match="API key"):
+        charge(gateway, card)
+    assert len(stripe_api.sent) == 1
+
+
+# Every operation that the API or the scheduler reaches, with each kind of outage.
+OPERATIONS: dict[str, Callable[[StripeGateway, CardOnFile], object]] = {
+    "save_card": lambda gateway, card: save(gateway, customer=card.processor_customer),
+    "save_card_new_customer": lambda gateway, card: save(gateway, key="other"),
+    "charge": lambda gateway, card: charge(gateway, card),
+    "refund": lambda gateway, card: gateway.refund(payment_reference="pi_x", amount_cents=1, idempotency_key="r",
+                                                   metadata={}),
+    "find_charge": lambda gateway, card: gateway.find_charge(customer=card.processor_customer,
+                                                             idempotency_key="k"),
+    "list_charges": lambda gateway, card: gateway.list_charges(created_from=_at(START), created_to=_at(START + 1)),
+    "list_refunds": lambda gateway, card: gateway.list_refunds(created_from=_at(START), created_to=_at(START + 1)),
+}
+OUTAGES: dict[str, Callable[[], tuple[int, Json] | stripe.APIConnectionError]] = {
+    "connection": lambda: stripe.APIConnectionError("Connection refused.", should_retry=True),
+    "500": lambda: _error(500, "api_error", "Something went wrong on Stripe's end."),
+    "502 not json": lambda: (502, {"not": "an error envelope"}),
+    "409 lock timeout": lambda: _error(409, "invalid_request_error", "lock_timeout", code="lock_timeout"),
+    "429": lambda: _error(429, "invalid_request_error", "Too many requests.", code="rate_limit"),
+    "401": lambda: _error(401, "invalid_request_error", "Invalid API Key provided."),
+}
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_every_operation_answers_an_outage_with_payment_unavailable(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile, operation: str, outage: str) -> None:
+    stripe_api.scripted += [OUTAGES[outage]() for _ in range(3)]
+
+    with pytest.raises(PaymentUnavailable) as unavailable:
+        OPERATIONS[operation](gateway, card)
+    assert unavailable.value.retry_after_seconds > 0
 
 
 # --- refunds and reconciliation --------------------------------------------------------------------------
@@ -445,6 +575,21 @@ def test_a_partial_refund_of_a_payment_intent(gateway: StripeGateway, stripe_api
     assert sent.nested("metadata") == {"invoice_id": "inv-1", "reason": "change_not_recorded"}
     assert stripe_api.objects[refund]["amount"] == 2_000
     assert stripe_api.objects[stripe_api.objects[reference]["latest_charge"]]["amount_refunded"] == 2_000
+
+
+def test_a_refund_of_more_than_is_left_is_refused_as_invalid_state(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
+    reference = charge(gateway, card, amount_cents=1_000)
+    gateway.refund(payment_reference=reference, amount_cents=800, idempotency_key="r1", metadata={})
+
+    with pytest.raises(InvalidState, match="greater than unrefunded"):
+        gateway.refund(payment_reference=reference, amount_cents=300, idempotency_key="r2", metadata={})
+    assert stripe_api.count("refund") == 1
+
+
+def test_a_refund_of_an_unknown_payment_is_refused_as_invalid_state(gateway: StripeGateway) -> None:
+    with pytest.raises(InvalidState, match="pi_unknown"):
+        gateway.refund(payment_reference="pi_unknown", amount_cents=100, idempotency_key="r", metadata={})
 
 
 def test_listing_charges_pages_through_the_succeeded_charges_of_the_range(
@@ -470,14 +615,47 @@ def test_listing_charges_pages_through_the_succeeded_charges_of_the_range(
     charges = gateway.list_charges(created_from=_at(START), created_to=_at(START + 30))
 
     assert charges == [
-        ProcessorCharge(first, 1_000, "EUR", "succeeded", _at(START), METADATA, 300),
-        ProcessorCharge(second, 2_000, "USD", "succeeded", _at(START + 10), {"invoice_id": "inv-2"}, 0),
-        ProcessorCharge(third, 3_000, "EUR", "succeeded", _at(START + 20), METADATA, 0),
+        ProcessorCharge(first, 1_000, "EUR", "succeeded", _at(START), {**METADATA, "charge_key": "first"}, 300),
+        ProcessorCharge(second, 2_000, "USD", "succeeded", _at(START + 10),
+                        {"invoice_id": "inv-2", "charge_key": "second"}, 0),
+        ProcessorCharge(third, 3_000, "EUR", "succeeded", _at(START + 20), {**METADATA, "charge_key": "third"}, 0),
     ]
     first_page, second_page = stripe_api.sent
     assert first_page.params == {"created[gte]": str(START), "created[lt]": str(START + 30), "limit": "100"}
     assert second_page.params.pop("starting_after").startswith("ch_")
     assert second_page.params == first_page.params
+
+
+def test_a_processor_that_refuses_the_created_filter_is_listed_whole_and_filtered_here(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
+    # localstripe answers 400 to created[...] on charges (and 500 on refunds: it is not asked again).
+    stripe_api.refused_filters.add("created")
+    stripe_api.now = START - 1
+    before = charge(gateway, card, key="before")
+    stripe_api.now = START
+    inside = charge(gateway, card, key="inside")
+    refund = gateway.refund(payment_reference=inside, amount_cents=100, idempotency_key="r", metadata={})
+    stripe_api.now = START + 10
+    gateway.refund(payment_reference=before, amount_cents=100, idempotency_key="r-after", metadata={})
+    stripe_api.page_size = 1
+    stripe_api.sent.clear()
+
+    charges = gateway.list_charges(created_from=_at(START), created_to=_at(START + 10))
+    refunds = gateway.list_refunds(created_from=_at(START), created_to=_at(START + 10))
+
+    assert [c.reference for c in charges] == [inside]
+    assert [r.reference for r in refunds] == [refund]
+    refused, *pages = stripe_api.sent
+    assert "created[gte]" in refused.params
+    assert all(not any(k.startswith("created") for k in page.params) for page in pages)
+    assert [page.path for page in pages] == ["/v1/charges"] * 2 + ["/v1/refunds"] * 2  # one item a page
+
+
+def test_another_refusal_of_a_list_is_unavailable(gateway: StripeGateway, stripe_api: FakeStripe) -> None:
+    stripe_api.scripted += [_error(400, "invalid_request_error", "Invalid limit: must be at most 100")] * 2
+
+    with pytest.raises(PaymentUnavailable, match="Invalid limit"):
+        gateway.list_charges(created_from=_at(START), created_to=_at(START + 10))
 
 
 def test_a_charge_made_without_a_payment_intent_is_listed_by_its_own_id(
@@ -517,3 +695,85 @@ def test_listing_refunds_names_the_refunded_payment_intents(
 def test_closing_the_gateway_closes_its_transport(gateway: StripeGateway, stripe_api: FakeStripe) -> None:
     gateway.close()
     assert stripe_api.closed
+
+
+# --- finding a charge by its key (crash recovery) -------------------------------------------------------
+
+
+def intents_with_key(stripe_api: FakeStripe, key: str) -> list[Json]:
+    return [o for o in stripe_api.objects.values()
+            if o["object"] == "payment_intent" and o["metadata"].get("charge_key") == key]
+
+
+def plant_at_another_customer(stripe_api: FakeStripe, reference: str) -> str:
+    """A copy of the PaymentIntent, key included, at another customer (Stripe's keys are per account, so
+    only a copy can share one)."""
+    copy = dict(stripe_api.objects[reference], id=f"{reference}_elsewhere", customer="cus_elsewhere")
+    stripe_api.objects[copy["id"]] = copy
+    return copy["id"]
+
+
+def test_find_charge_returns_the_succeeded_payment_intent_of_the_key_paging_through_the_customers(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
+    charge(gateway, card, key="ledger-invoice-6")
+    wanted = charge(gateway, card, key="ledger-invoice-7")
+    charge(gateway, card, key="ledger-invoice-8")
+    elsewhere = plant_at_another_customer(stripe_api, wanted)
+    stripe_api.page_size = 1
+    stripe_api.sent.clear()
+
+    assert gateway.find_charge(customer=card.processor_customer, idempotency_key="ledger-invoice-7") == wanted
+    assert gateway.find_charge(customer="cus_elsewhere", idempotency_key="ledger-invoice-7") == elsewhere
+    assert [s.params["customer"] for s in stripe_api.sent] == [card.processor_customer] * 3 + ["cus_elsewhere"]
+
+
+def test_find_charge_is_none_when_the_key_never_charged(gateway: StripeGateway, card: CardOnFile) -> None:
+    charge(gateway, card, key="ledger-invoice-1")
+
+    assert gateway.find_charge(customer=card.processor_customer, idempotency_key="ledger-invoice-2") is None
+
+
+def test_find_charge_is_none_when_the_keys_payment_was_declined(gateway: StripeGateway,
+                                                               stripe_api: FakeStripe) -> None:
+    failing = save(gateway, "pm_card_chargeCustomerFail")
+    with pytest.raises(PaymentDeclined):
+        charge(gateway, failing, key="ledger-invoice-1")
+    [declined] = intents_with_key(stripe_api, "ledger-invoice-1")
+    assert declined["status"] == "requires_payment_method"
+
+    assert gateway.find_charge(customer=failing.processor_customer, idempotency_key="ledger-invoice-1") is None
+
+
+def test_find_charge_prefers_the_succeeded_payment_of_the_key_to_a_failed_one(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
+    reference = charge(gateway, card, key="ledger-invoice-1")
+    failed = dict(stripe_api.objects[reference], id="pi_failed", status="canceled", created=START - 5)
+    stripe_api.objects["pi_failed"] = failed
+
+    assert gateway.find_charge(customer=card.processor_customer, idempotency_key="ledger-invoice-1") == reference
+
+
+@pytest.mark.parametrize("status", ["processing", "requires_confirmation"])
+def test_find_charge_of_a_payment_still_in_progress_is_unavailable(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile, status: str) -> None:
+    reference = charge(gateway, card, key="ledger-invoice-1")
+    stripe_api.objects[reference]["status"] = status
+
+    with pytest.raises(PaymentUnavailable, match=status):
+        gateway.find_charge(customer=card.processor_customer, idempotency_key="ledger-invoice-1")
+
+
+def test_find_charge_filters_by_customer_itself_when_the_processor_cannot(
+        gateway: StripeGateway, stripe_api: FakeStripe, card: CardOnFile) -> None:
+    # localstripe answers 400 "Unexpected customer" to payment_intents.list(customer=...).
+    stripe_api.refused_filters.add("customer")
+    elsewhere = plant_at_another_customer(stripe_api, charge(gateway, card, key="ledger-invoice-1"))
+    del stripe_api.objects[elsewhere.removesuffix("_elsewhere")]
+    stripe_api.sent.clear()
+
+    assert gateway.find_charge(customer=card.processor_customer, idempotency_key="ledger-invoice-1") is None
+    wanted = charge(gateway, card, key="ledger-invoice-2")
+    assert gateway.find_charge(customer=card.processor_customer, idempotency_key="ledger-invoice-2") == wanted
+    assert gateway.find_charge(customer="cus_elsewhere", idempotency_key="ledger-invoice-1") == elsewhere
+    lists = [s for s in stripe_api.sent if (s.method, s.path) == ("get", "/v1/payment_intents")]
+    assert ["customer" in s.params for s in lists] == [True, False, False, False]  # refused once, then not asked
