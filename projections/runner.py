@@ -64,7 +64,7 @@ class Follower:
         self.projection = projection
         self.db = db
         self.batch_size = batch_size
-        with db.transaction() as cursor:
+        with db.schema_change() as cursor:
             create_positions_table(cursor)
             projection.create_tables(cursor)
 

@@ -8,6 +8,7 @@ position they bring the view to commit together.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,6 +44,9 @@ class ViewDatabase(Protocol):
 
     def snapshot(self) -> AbstractContextManager[Cursor]:
         """A read-only transaction that sees one consistent state."""
+
+    def schema_change(self) -> AbstractContextManager[Cursor]:
+        """A write transaction for creating tables, one process at a time (see ``schema_lock``)."""
 
     def close(self) -> None: ...
 
@@ -80,6 +84,9 @@ class SQLiteViews:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+
+    def schema_change(self) -> AbstractContextManager[Cursor]:
+        return self.transaction()  # BEGIN IMMEDIATE already admits one writer at a time
 
     @contextmanager
     def snapshot(self) -> Iterator[Cursor]:
@@ -126,8 +133,8 @@ class PostgresViews:
 
     def __init__(self, conninfo: str, schema: str, *, pool_size: int = 4) -> None:
         self.schema = schema
-        with psycopg.connect(conninfo, autocommit=True) as connection:
-            connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        with schema_lock(conninfo, schema) as connection:
+            create_schema(connection, schema)
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, name=f"views-{schema}",
                                     kwargs={"options": f"-c search_path={schema}"})
 
@@ -135,6 +142,12 @@ class PostgresViews:
     def transaction(self) -> Iterator[Cursor]:
         with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
             yield _PostgresCursor(cursor)
+
+    @contextmanager
+    def schema_change(self) -> Iterator[Cursor]:
+        with self.transaction() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(?)", (schema_lock_key(self.schema),))
+            yield cursor
 
     @contextmanager
     def snapshot(self) -> Iterator[Cursor]:
@@ -148,6 +161,25 @@ class PostgresViews:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def schema_lock_key(schema: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"ledger schema changes: {schema}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def schema_lock(conninfo: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
+    """Holds the lock that every process takes to create tables, indexes, types or functions in a schema of
+    PostgreSQL. Without it, processes starting together collide in the catalog even on ``IF NOT EXISTS``
+    and ``CREATE OR REPLACE`` (a duplicate ``pg_type`` row, "tuple concurrently updated"). Yields an
+    autocommit connection holding the lock; closing it releases the lock."""
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (schema_lock_key(schema),))
+        yield connection
+
+
+def create_schema(connection: psycopg.Connection[Any], schema: str) -> None:
+    connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
 
 
 def create_positions_table(cursor: Cursor) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from commands.application import LedgerApplication
@@ -26,8 +29,17 @@ from projections import due_dates, invitations
 from projections.cursors import CursorSigner
 from projections.deployment import ReadSide, ViewLocation
 from projections.invitations.sender import InvitationSender, SenderThread
+from projections.store import create_schema, schema_lock
 from service.scheduler import Scheduler, SchedulerThread
 from service.settings import Settings, SettingsError
+
+log = logging.getLogger("ledger.startup")
+
+STORE_WAIT_SECONDS = 60.0
+
+
+class StoreUnavailable(Exception):
+    """The event store did not answer at start-up, however long the process waited for it."""
 
 
 @dataclass
@@ -77,7 +89,7 @@ def bootstrap(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = load_catalog(settings.catalog)
     secret = development_secret(settings.data_dir)
-    app = LedgerApplication(env=event_store_env(settings))
+    app = event_store(settings)
     closers: list[Callable[[], None]] = [app.close]
     system_clock = SystemClock()
     clock: Clock = SandboxClock(app, system_clock.now) if settings.clock == "sandbox" else system_clock
@@ -127,6 +139,44 @@ def load_catalog(path: Path | None) -> Catalog:
         raise SettingsError(f"LEDGER_CATALOG: {path or 'built-in catalog'}: {error}") from None
 
 
+def event_store(settings: Settings) -> LedgerApplication:
+    """The event-sourced application over its store. On PostgreSQL, the process first waits for the server,
+    then makes the library's tables itself, under the schema lock, so that processes starting together
+    do not collide in the catalog (its own creation is switched off in ``event_store_env``)."""
+    if not settings.database_url:
+        return LedgerApplication(env=event_store_env(settings))
+    wait_for_postgres(settings.database_url, timeout=STORE_WAIT_SECONDS)
+    app = LedgerApplication(env=event_store_env(settings))
+    try:
+        with schema_lock(settings.database_url, settings.database_schema) as connection:
+            create_schema(connection, settings.database_schema)
+            app.recorder.create_table()
+            if app.snapshots is not None:  # IS_SNAPSHOTTING_ENABLED in the environment
+                app.snapshots.recorder.create_table()  # type: ignore[attr-defined]
+    except BaseException:
+        app.close()
+        raise
+    return app
+
+
+def wait_for_postgres(conninfo: str, *, timeout: float) -> None:
+    """Retry with backoff until PostgreSQL accepts a connection: processes may start before their database."""
+    parts = conninfo_to_dict(conninfo)
+    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
+    deadline, pause = time.monotonic() + timeout, 0.25
+    while True:
+        try:
+            with psycopg.connect(conninfo, connect_timeout=5):
+                return
+        except psycopg.OperationalError as error:
+            reason = " ".join(str(error).split())
+        if time.monotonic() + pause > deadline:
+            raise StoreUnavailable(f"PostgreSQL at {where} did not answer within {timeout:g} s: {reason}")
+        log.warning("waiting for PostgreSQL at %s: %s", where, reason)
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+
+
 def event_store_env(settings: Settings) -> dict[str, str]:
     if not settings.database_url:
         return {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -142,6 +192,7 @@ def event_store_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_SCHEMA": settings.database_schema,
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_MAX_OVERFLOW": "8",
+        "CREATE_TABLE": "n",
     }
 
 

@@ -18,7 +18,7 @@ from commands.errors import PaymentUnavailable
 from commands.handlers import Ledger
 from finance import cli as finance_cli
 from ledger.errors import DomainError
-from service.bootstrap import Services
+from service.bootstrap import Services, StoreUnavailable
 from service.settings import Settings, SettingsError, load_settings
 
 CLI_ACTOR_PREFIX = "cli:"
@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except PaymentUnavailable as error:
         print(f"ledger: the payment processor is unavailable: {error.detail}", file=sys.stderr)
+        return 3
+    except StoreUnavailable as error:
+        print(f"ledger: {error}", file=sys.stderr)
         return 3
     except DomainError as error:
         print(f"ledger: {error.code}: {error.detail}", file=sys.stderr)
@@ -210,8 +213,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         scratch.cleanup()
         services.close()
     for verdict in verdicts:
-        state = "EQUAL" if verdict.equal else f"DIFFERENT ({verdict.different_rows} rows)"
-        print(f"{verdict.projection:<20} {state:<24} {verdict.live_rows} rows at log position {verdict.position}")
+        print(f"{verdict.projection:<20} {verdict.state:<24} {verdict.live_rows} rows at log position "
+              f"{verdict.position}")
         for difference in verdict.differences:
             print(f"    {difference}")
     print(f"the event log holds {services_head} events")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -35,9 +35,12 @@ def run(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Comp
 
 
 @contextmanager
-def started(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen([*LEDGER, *args], env=environment(env), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+def started(*args: str, env: dict[str, str], output: Path | None = None) -> Iterator[subprocess.Popen[str]]:
+    """A `ledger` process, stopped on the way out. Its output goes to a pipe, or to ``output``: a process
+    that logs more than a pipe holds (64 KiB) while nobody reads it blocks in its logging calls."""
+    with open(output, "a") if output else nullcontext(subprocess.PIPE) as out:
+        process = subprocess.Popen([*LEDGER, *args], env=environment(env), stdout=out, stderr=subprocess.STDOUT,
+                                   text=True, cwd=ROOT)
     try:
         yield process
     finally:
@@ -51,14 +54,16 @@ def started(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
 
 
 @contextmanager
-def serving(env: dict[str, str], *extra: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serving(env: dict[str, str], *extra: str,
+            output: Path | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
-    with started("serve", "--port", str(port), *extra, env=env) as process:
+    with started("serve", "--port", str(port), *extra, env=env, output=output) as process:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"ledger serve exited: {process.stdout.read() if process.stdout else ''}")
+                said = process.stdout.read() if process.stdout else output.read_text() if output else ""
+                raise AssertionError(f"ledger serve exited: {said}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break

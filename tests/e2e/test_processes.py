@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -99,21 +100,33 @@ def _positions(env: dict[str, str]) -> dict[str, int]:
         services.close()
 
 
-def test_killing_the_projections_mid_batch_ends_with_tables_equal_to_a_replay(service_env: dict[str, str]) -> None:
+def test_killing_the_projections_mid_batch_ends_with_tables_equal_to_a_replay(service_env: dict[str, str],
+                                                                              tmp_path: Path) -> None:
     head = _populate(service_env, 600)
     env = {**service_env, "LEDGER_PROJECTION_BATCH_SIZE": "25"}
-    with started("projections", env=env) as process:
+    # Their output goes to a file: the restarted process logs every invitation it sends, more than a pipe
+    # holds, and would block in its logging calls if nobody read it.
+    output = tmp_path / "projections.log"
+
+    def running(process: subprocess.Popen[str]) -> None:
+        assert process.poll() is None, f"ledger projections exited:\n{output.read_text()}"
+
+    with started("projections", env=env, output=output) as process:
         deadline = time.monotonic() + 60
+        # Each probe bootstraps a service, creating tables as the projections process starts: the schema lock
+        # keeps them apart (it was flaky without, on PostgreSQL: "tuple concurrently updated").
         while not 0 < min(_positions(env).values()) < head:
+            running(process)
             assert time.monotonic() < deadline, "the projections never got going"
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()
     at_kill = _positions(env)
     assert min(at_kill.values()) < head
-    with started("projections", env=env):
+    with started("projections", env=env, output=output) as process:
         deadline = time.monotonic() + 120
         while min(_positions(env).values()) < head:
+            running(process)
             assert time.monotonic() < deadline, f"the projections did not catch up: {_positions(env)}"
             time.sleep(0.1)
     audit = run("replay", "--quiet", env=service_env, timeout=300)

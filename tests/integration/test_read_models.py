@@ -162,6 +162,70 @@ def test_replay_finds_a_tampered_row_and_agrees_with_an_honest_view(
     side.close()
 
 
+def test_replay_fails_a_view_stopped_on_an_event_behind_the_head(world: InMemoryLedger, location: ViewLocation,
+                                                                  tmp_path: Path) -> None:
+    first, second = org(world, "First"), org(world, "Second")
+    world.ledger.change_seats("org_1", second, 6, actor=ADMIN)
+    world.ledger.change_seats("org_1", first, 9, actor=ADMIN)
+    Fussy.poisoned = {str(second)}
+    try:
+        side = ReadSide(world.app, location, [Fussy(), Summary()])
+        side.followers[summary.NAME].catch_up()
+        with pytest.raises(ProjectionStopped):
+            side.followers[customer_table.NAME].catch_up()
+        verdicts = {v.projection: v for v in replay(side, ViewLocation(folder=tmp_path / "fresh"), patience=0.1)}
+    finally:
+        Fussy.poisoned = set()
+    head = side.log.head()
+    stuck = verdicts[customer_table.NAME]
+    assert not stuck.equal and stuck.behind and stuck.state == f"BEHIND ({head - stuck.position} events)"
+    assert stuck.differences[0].startswith("the replay stopped: projection customer_table stopped at event #")
+    assert "SeatsIncreased" in stuck.differences[0]
+    assert verdicts[summary.NAME].equal and verdicts[summary.NAME].state == "EQUAL"
+    side.close()
+
+
+def test_replay_fails_a_view_that_has_not_caught_up_and_one_that_is_empty(world: InMemoryLedger,
+                                                                           location: ViewLocation,
+                                                                           tmp_path: Path) -> None:
+    org(world, "Early")
+    side = read_side(world, location)
+    org(world, "Late")
+    side.followers[summary.NAME].catch_up()
+    verdicts = {v.projection: v for v in replay(side, ViewLocation(folder=tmp_path / "fresh1"), patience=0.1)}
+    behind = verdicts[customer_table.NAME]
+    assert not behind.equal and behind.state.startswith("BEHIND (")
+    assert any("replayed but not live" in d and "Late" in d for d in behind.differences)
+    assert verdicts[summary.NAME].equal
+
+    empty = ReadSide(world.app, ViewLocation(folder=tmp_path / "empty"), [CustomerTable(), Summary()])
+    verdicts = {v.projection: v for v in replay(empty, ViewLocation(folder=tmp_path / "fresh2"), patience=0.1)}
+    head = side.log.head()
+    assert all(not v.equal and v.state == f"EMPTY (none of {head} events)" for v in verdicts.values())
+    side.close()
+    empty.close()
+
+
+def test_replay_waits_for_followers_that_are_still_moving(world: InMemoryLedger, tmp_path: Path) -> None:
+    for n in range(30):
+        org(world, f"Customer {n}")
+    side = ReadSide(world.app, ViewLocation(folder=tmp_path / "live"), [CustomerTable(), Summary()], batch_size=2)
+    side.start(poll_seconds=0.01)  # following the log, as a projections process does beside the audit
+    try:
+        verdicts = replay(side, ViewLocation(folder=tmp_path / "fresh"), patience=0.5)
+    finally:
+        side.close()
+    assert [v.state for v in verdicts] == ["EQUAL", "EQUAL"]
+    assert all(v.position == v.head == side.log.head() for v in verdicts)
+
+
+def test_replay_of_an_empty_log_passes(tmp_path: Path) -> None:
+    empty = in_memory_ledger()
+    side = ReadSide(empty.app, ViewLocation(folder=tmp_path / "live"), [CustomerTable(), Summary()])
+    assert [v.state for v in replay(side, ViewLocation(folder=tmp_path / "fresh"))] == ["EQUAL", "EQUAL"]
+    side.close()
+
+
 commands = st.lists(st.tuples(st.sampled_from(["create", "increase", "decrease", "cancel", "resume", "time"]),
                               st.integers(0, 30), st.integers(1, 20)), min_size=1, max_size=30)
 
@@ -232,6 +296,30 @@ def test_a_follower_that_loses_a_race_for_its_view_still_catches_up(world: InMem
     raced.catch_up()
     assert raced.position() == log.head()
     assert {r["customer"] for r in table_of(db)} == {"One", "Two", "Three", "Four"}
+
+
+def test_a_follower_never_applies_a_batch_that_a_rival_has_applied_nor_moves_the_view_back(
+        world: InMemoryLedger, location: ViewLocation, tmp_path: Path) -> None:
+    """The position guard: a view moves from the position a batch was read at, or not at all."""
+    log = EventLog(world.app)
+    start = log.head()
+    gone = org(world, "Gone")
+    world.ledger.cancel("org_1", gone, actor=ADMIN)
+    world.clock.set(T0 + timedelta(days=31))
+    world.ledger.run_due(gone)  # Expired: applied twice, the summary would stop or count wrong
+    org(world, "Staying", 4)
+    side = ReadSide(world.app, location, [CustomerTable(), Summary()])
+    for follower in side.followers.values():
+        follower.catch_up(until=start)
+    stale = log.read(start, 100)  # read by one follower of these views...
+    side.catch_up()  # ...while a rival follower of the same views gets there first
+
+    for follower in side.followers.values():
+        assert follower.take(start, stale) == 0
+        assert follower.position() == log.head()
+    assert summary.cards(side.db(summary.NAME), "org_1") == summary.Cards(1, 1, 0, 4)
+    assert all(v.equal for v in replay(side, ViewLocation(folder=tmp_path / "fresh")))
+    side.close()
 
 
 def table_of(db: Any) -> list[dict[str, Any]]:
