@@ -28,7 +28,7 @@ from commands.idempotency import IdempotencyKey, IdempotentRequest
 from commands.ports import Clock, Locks, PaymentGateway
 from commands.quotes import Quote, QuoteSigner, order_subject, seats_subject
 from ledger.catalog import ORGANIZATION, Catalog
-from ledger.charge import Charge
+from ledger.charge import COMPLETED, Charge
 from ledger.customer_account import CustomerAccount
 from ledger.errors import PaymentDeclined
 from ledger.invoice import RENEWAL, SEATS_INCREASED, SUBSCRIPTION_CREATED, Invoice
@@ -43,6 +43,11 @@ A = TypeVar("A", bound=Aggregate)
 SCHEDULER = "system:scheduler"
 RECOVERY = "system:recovery"
 ATTEMPTS = 3
+
+
+class StaleBasis(Exception):
+    """The aggregate this attempt loaded has moved on: a rival change on the same basis was recorded (and paid)
+    after it was loaded. The attempt is retried on a fresh load, as for a conflict in the event store."""
 
 
 @dataclass(frozen=True)
@@ -374,6 +379,9 @@ class Ledger:
                     except PaymentDeclined:
                         self._record_declined(attempt)
                         raise
+                    except (IntegrityError, StaleBasis):  # a rival recorded first: try again on the new basis
+                        self._undo_unrecorded_charges(attempt)
+                        continue
                     created = main.version == len(main.pending_events)
                     pending = [main, *attempt.companions, *attempt.charges, *self._invoices(attempt)]
                     if idempotency is not None:
@@ -420,6 +428,8 @@ class Ledger:
         charge = self._find(charge_id, Charge) or Charge.open(
             reseller_org_id=reseller_org_id, subscription_id=subscription_id, basis_version=basis_version,
             purpose=purpose, at=attempt.at, actor=attempt.actor)
+        if charge.state == COMPLETED:
+            raise StaleBasis(f"the change on basis {basis_version} of {subscription_id} is already paid and recorded")
         customer, payment_method = card.processor_customer, card.processor_payment_method
         if charge.matches(bill, customer=customer, payment_method=payment_method):
             return charge, True

@@ -8,6 +8,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -47,11 +48,12 @@ class PostgresAdvisoryLocks:
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, name="ledger-locks",
                                     kwargs={"autocommit": True,
                                             "options": f"-c lock_timeout={int(wait_seconds * 1000)}"})
+        self._sessions = threading.local()
 
     @contextmanager
     def hold(self, name: str) -> Iterator[None]:
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        with self._local.hold(name), self._pool.connection() as connection:
+        with self._local.hold(name), self._session() as connection:
             try:
                 connection.execute("SELECT pg_advisory_lock(%s)", (key,))
             except psycopg.errors.LockNotAvailable:
@@ -60,6 +62,21 @@ class PostgresAdvisoryLocks:
                 yield
             finally:
                 connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    @contextmanager
+    def _session(self) -> Iterator[psycopg.Connection[Any]]:
+        """The thread's one connection for all the locks it holds: a command that nests locks (a subscription,
+        then its charge) must never wait for a second connection while the pool is drained by its peers."""
+        connection = getattr(self._sessions, "connection", None)
+        if connection is not None:
+            yield connection
+            return
+        with self._pool.connection() as connection:
+            self._sessions.connection = connection
+            try:
+                yield connection
+            finally:
+                self._sessions.connection = None
 
     def close(self) -> None:
         self._pool.close()

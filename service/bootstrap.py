@@ -7,9 +7,11 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from commands.locks import PostgresAdvisoryLocks, ThreadLocks
 from commands.mail import Mailer, mailer_from_settings
 from commands.ports import Clock, Locks, PaymentGateway
 from commands.quotes import QuoteSigner
+from commands.recovery import ChargeRecovery
 from ledger.catalog import Catalog, CatalogError
 from projections import due_dates, invitations
 from projections.cursors import CursorSigner
@@ -58,6 +61,15 @@ class Services:
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     _threads: list[SchedulerThread | SenderThread] = field(default_factory=list)
+    recovery: ChargeRecovery = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recovery = ChargeRecovery(self.ledger, grace=timedelta(seconds=self.settings.recovery_grace_seconds))
+
+    def settle_open_charges_soon(self) -> None:
+        """At the start of a process that charges but runs no scheduler (an API worker on PostgreSQL):
+        one pass of charge recovery, in the background so that serving does not wait for the processor."""
+        threading.Thread(target=self.recovery.run, name="charge-recovery", daemon=True).start()
 
     def start_background(self, *, scheduler: bool = True, followers: bool = True) -> None:
         """Keep the read models following the log (and the invitation outbox sending), and the
@@ -66,7 +78,7 @@ class Services:
             self.read_side.start()
             self._threads.append(SenderThread(self.invitations))
         if scheduler:
-            self._threads.append(SchedulerThread(self.scheduler))
+            self._threads.append(SchedulerThread(self.scheduler, self.recovery))
         for thread in self._threads:
             if not thread.is_alive():
                 thread.start()

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from commands.clocks import SandboxClock
 from commands.handlers import Ledger
 from commands.ports import Clock
+from commands.recovery import ChargeRecovery
 from ledger.errors import DomainError
 from projections.due_dates import due_by
 from projections.runner import Follower
@@ -92,16 +93,23 @@ class Scheduler:
 
 
 class SchedulerThread(threading.Thread):
-    """Runs the scheduler now and then: at least every ``interval``, sooner when something falls due."""
+    """Runs the scheduler every ``interval``, each time after settling the charges that a crash left open
+    (so a renewal never starts while money of an earlier try is unaccounted for)."""
 
-    def __init__(self, scheduler: Scheduler, *, interval: timedelta = timedelta(seconds=30)) -> None:
+    def __init__(self, scheduler: Scheduler, recovery: ChargeRecovery, *,
+                 interval: timedelta = timedelta(seconds=30)) -> None:
         super().__init__(name="scheduler", daemon=True)
         self.scheduler = scheduler
+        self.recovery = recovery
         self.interval = interval
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            try:
+                self.recovery.run()
+            except Exception:
+                log.exception("settling open charges failed; it runs again shortly")
             try:
                 ran = self.scheduler.run_due()
                 if ran.changes:

@@ -31,6 +31,20 @@ class Settings(BaseSettings):
     projection_batch_size: int = Field(500, ge=1, le=100_000)
     sandbox_data: bool | None = None
     """Seed a sandbox reseller on an empty store. Default: on for the embedded default, off on PostgreSQL."""
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    """A request body larger than this is refused with 413 before it is read whole."""
+    body_timeout_seconds: float = Field(10.0, gt=0)
+    """The longest wait for the next piece of a request body the API is reading; then 408."""
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    """``ledger serve``: the longest a connection may take to send a request's header, from its opening or
+    from the end of the previous answer; then it is closed."""
+    keep_alive_seconds: int = Field(5, ge=1)
+    """``ledger serve``: an idle connection between two requests is closed after this."""
+    max_connections: int = Field(1000, ge=1)
+    """``ledger serve``: open connections (and requests in progress) per worker process; beyond, 503."""
+    recovery_grace_seconds: float = Field(60.0, ge=0)
+    """A charge intent left open this long is settled by recovery (asked of the processor, refunded or closed):
+    longer than a live command holds one, and than a dead process's request may still be in flight."""
 
     @field_validator("database_url")
     @classmethod

@@ -12,7 +12,7 @@ from ledger import events
 from ledger.errors import InvalidState, NoChange, PaymentDeclined, SeatsFixed, ValidationFailed
 from ledger.payments import Payment
 from ledger.pricing import Bill
-from ledger.subscription import RENEWAL_RETRY_DELAYS, Order, Subscription
+from ledger.subscription import Order, Subscription
 from tests.support import ADMIN, CATALOG, T0, pending_types, replay
 
 PRO, PLUS, ENTERPRISE = CATALOG.plan("pro"), CATALOG.plan("plus"), CATALOG.plan("enterprise")
@@ -262,7 +262,7 @@ def test_a_declined_renewal_is_retried_after_1_3_and_7_days_then_expires() -> No
                                         tax_rate_bps=0, pay=declined, actor="scheduler") is None
             at = subscription.next_retry_at
     assert outcomes == ["RenewalPaymentFailed"] * 3 + ["Expired"]
-    assert retry_times == [end + d for d in RENEWAL_RETRY_DELAYS] + [None]
+    assert retry_times == [end + timedelta(days=1), end + timedelta(days=3), end + timedelta(days=7), None]
     failures = [e for e in then(subscription) if events.type_name(e) == "RenewalPaymentFailed"]
     assert [f.attempt for f in failures] == [1, 2, 3, 4]
     assert failures[0].decline_code == "insufficient_funds"
