@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
 from api import errors
+from api.deps import storable_parameters
+from api.limits import RequestLimits
 from api.routes import catalog, invoices, portal, resellers, sandbox, subscriptions, support, webhooks
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
@@ -36,7 +38,10 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
             services.close()
 
     app = FastAPI(title="Reseller subscription ledger", version="1.0.0", description=DESCRIPTION,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan,
+                  dependencies=[Depends(storable_parameters)])
+    app.add_middleware(RequestLimits, max_body_bytes=services.settings.max_body_bytes,
+                       body_timeout_seconds=services.settings.body_timeout_seconds)
     app.state.services = services
     app.state.token_keys = token_keys(services.settings, services.development_secret)
     errors.install(app)

@@ -6,15 +6,25 @@ import json
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 
 from api.security import Principal, verify
+from api.text import unstorable
 from commands.errors import Forbidden
 from commands.handlers import Ledger
 from commands.idempotency import IdempotencyKey
+from ledger.errors import ValidationFailed
 from ledger.reseller import Reseller
 from service.bootstrap import Services
 from service.tokens import TokenKeys
+
+
+def storable_parameters(request: Request) -> None:
+    """Path and query strings reach the stores and the logs as body text does: the same rule, for every
+    route, before the route's own dependencies run."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if why := unstorable(name) or unstorable(str(value)):
+            raise ValidationFailed(name, f"{name} {why}")
 
 
 def get_services(request: Request) -> Services:
@@ -92,3 +102,21 @@ async def idempotency_key(
 
 
 Idempotency = Annotated[IdempotencyKey | None, Depends(idempotency_key)]
+
+
+def read_your_writes_position(
+    services: ServicesDep,
+    after: Annotated[int | None, Query(ge=0, description="Wait (up to 5 s) until the view includes this log "
+                                                         "position: the X-Ledger-Position of your last change. A "
+                                                         "position past the head of the log is 422")] = None,
+) -> int | None:
+    """A position past the head of the event log names no change yet made: it is refused at once rather
+    than waited for (which held a worker 5 s for a 503)."""
+    if after is not None:
+        head = services.read_side.log.head()
+        if after > head:
+            raise ValidationFailed("after", f"after: position {after} is beyond the head of the event log ({head})")
+    return after
+
+
+After = Annotated[int | None, Depends(read_your_writes_position)]

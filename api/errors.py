@@ -36,8 +36,9 @@ STATUS_OF_CODE = {
 }
 TITLES = {
     400: "Bad request", 401: "Unauthenticated", 402: "Payment declined", 403: "Forbidden", 404: "Not found",
-    405: "Method not allowed", 408: "Request timeout", 409: "Conflict", 412: "Precondition failed", 413: "Request too large",
-    415: "Unsupported media type", 422: "Unprocessable request", 500: "Internal error", 503: "Service unavailable",
+    405: "Method not allowed", 408: "Request timeout", 409: "Conflict", 412: "Precondition failed",
+    413: "Request too large", 415: "Unsupported media type", 422: "Unprocessable request", 500: "Internal error",
+    503: "Service unavailable",
 }
 CODES_OF_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden",
                         408: "request_timeout", 413: "payload_too_large"}

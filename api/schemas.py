@@ -6,38 +6,49 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StrictInt, StringConstraints, field_validator
+
+from api.text import refuse_unstorable
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Country = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2}$")]
 OrgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 
 
-class _In(BaseModel):
+class RequestBody(BaseModel):
+    """Every request body: no unknown field, and no text that cannot be stored in any field, however
+    deep. It is checked here, before each field's own rules, so that a field added later is covered too."""
+
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        refuse_unstorable(value)
+        return value
 
-class EnableResellerIn(_In):
+
+class EnableResellerIn(RequestBody):
     org_id: OrgId
     name: Text
 
 
-class ReenableResellerIn(_In):
+class ReenableResellerIn(RequestBody):
     name: Text | None = None
 
 
-class TaxExemptionIn(_In):
+class TaxExemptionIn(RequestBody):
     tax_exempt: StrictBool
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
 
 
-class BillingInfoIn(_In):
+class BillingInfoIn(RequestBody):
     payment_method: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
     billing_email: EmailStr
     country: Country
 
 
-class OrderIn(_In):
+class OrderIn(RequestBody):
     plan: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
     billing_cycle: Literal["monthly", "annual"]
     end_user_email: EmailStr | None = None
@@ -54,7 +65,7 @@ class CreateSubscriptionIn(OrderIn):
     quote_id: QuoteId | None = None
 
 
-class SeatsPreviewIn(_In):
+class SeatsPreviewIn(RequestBody):
     seats: StrictInt
 
 

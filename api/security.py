@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from api.text import refuse_unstorable
 from service.tokens import TokenKeys
 
 SUPPORT = "support"
@@ -29,6 +31,13 @@ class _Claims(BaseModel):
     email: str | None = None
     orgs: list[_OrgClaim] = []
     roles: list[str] = []
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """``sub`` becomes the actor of every event the caller causes: it must be text the ledger can keep."""
+        refuse_unstorable(value)
+        return value
 
 
 @dataclass(frozen=True)

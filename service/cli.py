@@ -119,19 +119,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.server import uvicorn_options
     from service.bootstrap import bootstrap
 
     if args.workers > 1:
         if not settings.uses_postgres:
             raise UsageError("--workers > 1 needs PostgreSQL (LEDGER_DATABASE_URL): SQLite serves one process")
         uvicorn.run("api.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
-                    workers=args.workers)
+                    workers=args.workers, **uvicorn_options(settings))
         return 0
     services = bootstrap(settings)
     if settings.seeds_sandbox:
         _announce_sandbox(services, args)
     uvicorn.run(create_app(services, close_on_shutdown=True, background=not settings.uses_postgres),
-                host=args.host, port=args.port)
+                host=args.host, port=args.port, **uvicorn_options(settings))
     return 0
 
 

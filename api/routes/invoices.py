@@ -10,8 +10,8 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import ResellerAdmin, ServicesDep
-from api.routes.portal import READ_YOUR_WRITES_SECONDS, After
+from api.deps import After, ResellerAdmin, ServicesDep
+from api.routes.portal import READ_YOUR_WRITES_SECONDS
 from api.schemas import LineOut
 from commands.errors import NotFound, ProjectionLagging
 from ledger.errors import ValidationFailed
@@ -94,6 +94,7 @@ def _caught_up(services: Services, after: int | None) -> None:
 def list_invoices(
     access: ResellerAdmin,
     services: ServicesDep,
+    after: After,
     subscription_id: Annotated[str | None, Query(max_length=100, description="only this subscription's")] = None,
     issued_from: Annotated[str | None, Query(alias="from", max_length=100,
                                              description="issued at or after this instant (ISO 8601)")] = None,
@@ -101,7 +102,6 @@ def list_invoices(
                                            description="issued before this instant (ISO 8601)")] = None,
     limit: Annotated[int, Query(description="1 to 200")] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
-    after: After = None,
 ) -> InvoicesOut:
     start, end = instant(issued_from, "from"), instant(issued_to, "to")
     _caught_up(services, after)
@@ -112,7 +112,7 @@ def list_invoices(
 
 
 @router.get("/{invoice_id}", response_model=InvoiceOut, summary="One billing document, with its refunds")
-def show_invoice(invoice_id: str, access: ResellerAdmin, services: ServicesDep, after: After = None) -> InvoiceOut:
+def show_invoice(invoice_id: str, access: ResellerAdmin, services: ServicesDep, after: After) -> InvoiceOut:
     _caught_up(services, after)
     document = queries.one(services.read_side.db(billing_documents.NAME), access.org_id, invoice_id)
     if document is None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import ResellerAdmin, ServicesDep
+from api.deps import After, ResellerAdmin, ServicesDep
 from api.schemas import CustomerRowOut, CustomerTableOut, SummaryOut
 from commands.errors import ProjectionLagging
 from projections import customer_table, summary
@@ -16,8 +16,6 @@ from service.bootstrap import Services
 router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["portal"])
 
 READ_YOUR_WRITES_SECONDS = 5.0
-After = Annotated[int | None, Query(ge=0, description="Wait (up to 5 s) until the view includes this log "
-                                                      "position: the X-Ledger-Position of your last change")]
 
 
 def _caught_up(services: Services, after: int | None, view: str) -> None:
@@ -32,6 +30,7 @@ def _caught_up(services: Services, after: int | None, view: str) -> None:
 def customer_rows(
     access: ResellerAdmin,
     services: ServicesDep,
+    after: After,
     status: Annotated[str | None, Query(description="active, pending, canceled or past_due")] = None,
     plan: Annotated[str | None, Query(max_length=50)] = None,
     q: Annotated[str | None, Query(max_length=200, description="customer contains (case-insensitive)")] = None,
@@ -39,7 +38,6 @@ def customer_rows(
                                            "seats, status or plan; prefix - for descending")] = "customer",
     limit: Annotated[int, Query(description="1 to 200")] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
-    after: After = None,
 ) -> CustomerTableOut:
     _caught_up(services, after, customer_table.NAME)
     found = queries.page(services.read_side.db(customer_table.NAME), services.cursors,
@@ -50,6 +48,6 @@ def customer_rows(
 
 
 @router.get("/summary", response_model=SummaryOut, summary="The summary cards over subscriptions not expired")
-def summary_cards(access: ResellerAdmin, services: ServicesDep, after: After = None) -> SummaryOut:
+def summary_cards(access: ResellerAdmin, services: ServicesDep, after: After) -> SummaryOut:
     _caught_up(services, after, summary.NAME)
     return SummaryOut(**vars(summary.cards(services.read_side.db(summary.NAME), access.org_id)))

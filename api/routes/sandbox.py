@@ -7,9 +7,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from api.deps import CurrentUser, ServicesDep, SupportUser
+from api.schemas import RequestBody
 from commands.clocks import SandboxClock
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
@@ -17,8 +18,7 @@ _one_at_a_time = threading.Lock()
 TEN_YEARS = 10 * 366 * 24 * 3600
 
 
-class MoveClockIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MoveClockIn(RequestBody):
     advance_seconds: StrictInt | None = Field(None, ge=0, le=TEN_YEARS)
     now: datetime | None = Field(None, description="An ISO 8601 instant with a timezone, not before the clock")
 

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
@@ -74,3 +76,48 @@ def test_it_does_not_exist_without_stripe_payments_or_a_webhook_secret(tmp_path:
     without_secret = {key: value for key, value in STRIPE.items() if key != "stripe_webhook_secret"}
     with app_with(tmp_path / "no-secret", **without_secret) as api:
         assert_problem(post(api, payload, sign(payload)), 404, "not_found")
+
+
+# Just past 300 s, allowing for the second that int(time.time()) drops when signing.
+@pytest.mark.parametrize("offset", [-3600, -302, 302, 3600], ids=["an-hour-ago", "just-too-old", "just-too-far-ahead",
+                                                                  "an-hour-ahead"])
+def test_a_signature_timestamp_outside_the_tolerance_either_way_is_refused(tmp_path: Path, offset: int) -> None:
+    with app_with(tmp_path, **STRIPE) as api:
+        payload = stripe_event("customer.updated", {"id": "cus_1", "object": "customer"}, event_id="evt_skewed")
+        position = api.log_position()
+
+        problem = assert_problem(post(api, payload, sign(payload, at=int(time.time()) + offset)), 400,
+                                 "invalid_signature")
+
+        assert "tolerance" in problem["detail"]
+        assert api.log_position() == position
+        assert ProcessorEvent.id_for("stripe", "evt_skewed") not in api.services.app.repository
+
+
+@pytest.mark.parametrize("offset", [-240, 240], ids=["four-minutes-ago", "four-minutes-ahead"])
+def test_a_signature_timestamp_within_the_tolerance_either_way_is_accepted(tmp_path: Path, offset: int) -> None:
+    """Clocks drift both ways: five minutes either side of this host's clock is Stripe's own tolerance."""
+    with app_with(tmp_path, **STRIPE) as api:
+        payload = stripe_event("customer.updated", {"id": "cus_1", "object": "customer"})
+
+        response = post(api, payload, sign(payload, at=int(time.time()) + offset))
+
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["stripe", "not-configured"])
+def test_a_body_over_the_size_limit_is_413_before_it_is_read(tmp_path: Path, configured: bool) -> None:
+    with app_with(tmp_path, **(STRIPE if configured else {})) as api:
+        payload = stripe_event("customer.updated", {"id": "cus_1", "object": "customer"})
+        padded = payload[:-1] + b" " * (2 * 1024 * 1024) + b"}"
+        position = api.log_position()
+
+        response = post(api, padded, sign(padded))
+
+        assert_problem(response, 413, "payload_too_large")
+        assert response.headers["connection"] == "close"
+        assert api.log_position() == position
+        if configured:  # elsewhere the route answers 404 without reading a body that declares no length
+            chunked = api.post(PATH, content=iter([padded]),
+                               headers={"Content-Type": "application/json", "Stripe-Signature": sign(padded)})
+            assert_problem(chunked, 413, "payload_too_large")
