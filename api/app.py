@@ -8,6 +8,7 @@ from importlib.resources import files
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.deps import storable_parameters
@@ -51,6 +52,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
         app.include_router(sandbox.router)
 
     portal_page = files("web").joinpath("index.html").read_text()
+    app.mount("/portal", StaticFiles(directory=str(files("web").joinpath("assets"))), name="portal")
 
     @app.get("/", include_in_schema=False)
     def portal_home() -> HTMLResponse:
