@@ -8,9 +8,11 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Recording
+from eventsourcing.utils import Environment, EnvType
 
 import commands.webhooks  # noqa: F401  registers the ProcessorEvent topics for every reader of the log
 from commands import transcodings
+from commands.chain import RECORDER_TOPICS
 from ledger import charge  # noqa: F401  registers the Charge topics for every reader of the log
 
 
@@ -22,6 +24,14 @@ class LedgerApplication(Application[UUID]):
         super().__init__(env)
         self.news = threading.Condition()
         """Notified after every save in this process, so followers here need not poll."""
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """On SQLite and PostgreSQL, the recorder also writes the hash chain (commands/chain.py)."""
+        environment = super().construct_env(name, env)
+        backend = environment.get("PERSISTENCE_MODULE", "").removeprefix("eventsourcing.")
+        if backend in RECORDER_TOPICS and not environment.get("APPLICATION_RECORDER_TOPIC"):
+            environment["APPLICATION_RECORDER_TOPIC"] = RECORDER_TOPICS[backend]
+        return environment
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         with self.news:

@@ -331,3 +331,5 @@ def _tax_exempt(args: argparse.Namespace, settings: Settings) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+from service import verify_cli
+    verify_cli.register(commands, _command)

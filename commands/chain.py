@@ -1,0 +1,168 @@
+"""The hash chain of the event log (see docs/event-export.md, "Hashes").
+
+Every stored event gets a row in ``ledger_chain``, written in the transaction that inserts the event:
+its hash over the stored record (position, stream id, version, topic, SHA-256 of the stored state bytes)
+and over two predecessors' hashes: the previous event of the whole log (by position) and the previous
+event of its own stream. The recorders below are the library's application recorders with that one
+addition. On PostgreSQL the library has already taken the EXCLUSIVE lock on the events table when the
+chain rows are computed, and on SQLite the insert holds the database's write lock, so the head read
+here is the head of the log and positions are chained in order.
+
+A log written before the chain existed stays unchained (new writes add no chain rows while the chain
+is empty and earlier events exist) until ``ledger verify --upgrade`` chains it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL
+
+CHAIN_TABLE = "ledger_chain"
+GENESIS = "0" * 64
+"""The predecessor of the first event of the log, and of the first event of every stream."""
+
+_COLUMNS = "position, originator_id, originator_version, event_hash, previous_hash, previous_stream_hash"
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    """Canonical JSON: keys sorted, no whitespace, UTF-8 (non-ASCII characters unescaped)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def event_hash(position: int, stream_id: str, version: int, topic: str, state: bytes,
+               previous_hash: str, previous_stream_hash: str) -> str:
+    """SHA-256 (hex) of the canonical JSON of the stored record and its two predecessors' hashes."""
+    return hashlib.sha256(canonical({
+        "position": position,
+        "previous_hash": previous_hash,
+        "previous_stream_hash": previous_stream_hash,
+        "state_sha256": hashlib.sha256(state).hexdigest(),
+        "stream_id": stream_id,
+        "topic": topic,
+        "version": version,
+    })).hexdigest()
+
+
+def stream_key(originator_id: UUID | str) -> str:
+    """A stream id as the chain and the export write it: the hyphenated UUID."""
+    return str(originator_id if isinstance(originator_id, UUID) else UUID(originator_id))
+
+
+Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+InsertMany = Callable[[str, list[tuple[Any, ...]]], None]
+
+
+def link(query: Query, insert_many: InsertMany, events_table: str, position_column: str, chain_table: str,
+         positions: Sequence[int], stored_events: Sequence[StoredEvent]) -> None:
+    """Add the chain rows of events just inserted at ``positions`` (in the same transaction, under the
+    write lock). SQL uses ``?`` placeholders; the callables adapt them to the database."""
+    if not positions:
+        return
+    head = query(f"SELECT event_hash FROM {chain_table} ORDER BY position DESC LIMIT 1", ())
+    if head:
+        previous = head[0][0]
+    elif query(f"SELECT 1 FROM {events_table} WHERE {position_column} < ? LIMIT 1", (min(positions),)):
+        return  # a log written before the chain: it waits for its explicit upgrade
+    else:
+        previous = GENESIS
+    batch = sorted(zip(positions, stored_events), key=lambda pair: pair[0])
+    streams: dict[str, str] = {}
+    wanted: list[tuple[str, int]] = []
+    for _, stored in batch:
+        key = stream_key(stored.originator_id)
+        if key not in streams and key not in {w[0] for w in wanted} and stored.originator_version > 1:
+            wanted.append((key, stored.originator_version - 1))
+    if wanted:
+        values = ", ".join("(?, ?)" for _ in wanted)
+        rows = query(f"SELECT originator_id, event_hash FROM {chain_table} "
+                     f"WHERE (originator_id, originator_version) IN (VALUES {values})",
+                     [part for pair in wanted for part in pair])
+        streams.update({row[0]: row[1] for row in rows})
+    chained = []
+    for position, stored in batch:
+        key = stream_key(stored.originator_id)
+        previous_in_stream = streams.get(key, GENESIS)  # a missing predecessor is left for verify to report
+        hashed = event_hash(position, key, stored.originator_version, stored.topic, bytes(stored.state),
+                            previous, previous_in_stream)
+        chained.append((position, key, stored.originator_version, hashed, previous, previous_in_stream))
+        previous = streams[key] = hashed
+    insert_many(f"INSERT INTO {chain_table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", chained)
+
+
+def chain_table_sql(chain_table: str) -> list[str]:
+    """The chain table and its index by stream (an index name is never schema-qualified)."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {chain_table} ("
+        "position BIGINT PRIMARY KEY, originator_id TEXT NOT NULL, originator_version BIGINT NOT NULL, "
+        "event_hash TEXT NOT NULL, previous_hash TEXT NOT NULL, previous_stream_hash TEXT NOT NULL)",
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {CHAIN_TABLE}_stream "
+        f"ON {chain_table} (originator_id, originator_version)",
+    ]
+
+
+class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite application recorder, adding chain rows in each insert's transaction."""
+
+    chain_table = CHAIN_TABLE
+    position_column = "rowid"
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *chain_table_sql(self.chain_table)]
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        positions = super()._insert_events(c, stored_events, **kwargs)
+
+        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            c.execute(sql, params)
+            return [tuple(row) for row in c.fetchall()]
+
+        link(query, c.executemany, self.events_table_name, self.position_column, self.chain_table,
+             list(positions or ()), stored_events)
+        return positions
+
+
+class ChainedPostgresRecorder(PostgresApplicationRecorder):
+    """The library's PostgreSQL application recorder, adding chain rows in each insert's transaction,
+    once the notification ids are known and while the EXCLUSIVE lock on the events table is held."""
+
+    position_column = "notification_id"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        schema = self.datastore.schema
+        self.events_table = f'"{schema}"."{self.events_table_name}"'
+        self.chain_table = f'"{schema}"."{CHAIN_TABLE}"'
+        for statement in chain_table_sql(self.chain_table):
+            self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
+
+    def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
+                                       **kwargs: Any) -> Sequence[int] | None:
+        positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+
+        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            curs.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+            return [tuple(row.values()) for row in curs.fetchall()]
+
+        def insert_many(sql: str, rows: list[tuple[Any, ...]]) -> None:
+            curs.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+
+        link(query, insert_many, self.events_table, self.position_column, self.chain_table,
+             list(positions or ()), stored_events)
+        return positions
+
+
+RECORDER_TOPICS = {
+    "sqlite": "commands.chain:ChainedSQLiteRecorder",
+    "postgres": "commands.chain:ChainedPostgresRecorder",
+}
