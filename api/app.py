@@ -25,13 +25,17 @@ Authenticate with `Authorization: Bearer <JWT>`. Errors are RFC 9457 `applicatio
 stable `code`. Every POST accepts an `Idempotency-Key` header."""
 
 
-def create_app(services: Services, *, close_on_shutdown: bool = False, background: bool = False) -> FastAPI:
-    """``background``: run the projections and the scheduler in this process (the embedded default)."""
+def create_app(services: Services, *, close_on_shutdown: bool = False, background: bool = False,
+               settle_charges: bool = False) -> FastAPI:
+    """``background``: run the projections and the scheduler (with charge recovery) in this process, the
+    embedded default. ``settle_charges``: without them, settle the charges a crash left open once at start."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if background:
             services.start_background()
+        elif settle_charges:
+            services.settle_open_charges_soon()
         yield
         if background:
             services.stop_background()
@@ -68,4 +72,4 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
 
 def create_app_from_environment() -> FastAPI:
     """The factory each uvicorn worker calls: settings are read once, here."""
-    return create_app(bootstrap(load_settings()), close_on_shutdown=True)
+    return create_app(bootstrap(load_settings()), close_on_shutdown=True, settle_charges=True)

@@ -131,7 +131,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     services = bootstrap(settings)
     if settings.seeds_sandbox:
         _announce_sandbox(services, args)
-    uvicorn.run(create_app(services, close_on_shutdown=True, background=not settings.uses_postgres),
+    uvicorn.run(create_app(services, close_on_shutdown=True, background=not settings.uses_postgres,
+                           settle_charges=True),
                 host=args.host, port=args.port, **uvicorn_options(settings))
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
 from tests.e2e import crashing_command
 from tests.e2e.crashing_command import DIED, ORG, ORDER, STEPS
-from tests.e2e.processes import ROOT, environment, run
+from tests.e2e.processes import ROOT, environment, run, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -160,3 +161,19 @@ def test_reconcile_and_replay_agree_after_crashes(deployment: Services, env: dic
 
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+
+
+def test_a_serving_process_settles_what_a_crash_left_open_when_it_starts(
+        deployment: Services, env: dict[str, str], backend: str) -> None:
+    die(env, "create", "after_charge", None, "key-1")
+    workers = ["--workers", "2"] if backend == "postgres" else []
+
+    with serving({**env, "LEDGER_RECOVERY_GRACE_SECONDS": "0"}, *workers):
+        deadline = time.monotonic() + 30
+        while any(c.is_open for c in aggregates(deployment, Charge)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    [charge] = aggregates(deployment, Charge)
+    assert charge.state == "reversed"
+    assert list(deployment.ledger.history(charge.id))[-1].actor == "system:recovery"
+    check_books(deployment)
