@@ -10,10 +10,10 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Recording
 from eventsourcing.utils import Environment, EnvType
 
-import commands.webhooks  # noqa: F401  registers the ProcessorEvent topics for every reader of the log
-from commands import transcodings
+# Every kind of aggregate stored here, imported so that every reader of the log knows its event topics.
+from commands import clocks, idempotency, transcodings  # noqa: F401
 from commands.chain import RECORDER_TOPICS
-from ledger import charge  # noqa: F401  registers the Charge topics for every reader of the log
+from ledger import charge, customer_account, invoice, processor_events, reseller, subscription  # noqa: F401
 
 
 class LedgerApplication(Application[UUID]):

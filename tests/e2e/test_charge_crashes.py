@@ -22,7 +22,7 @@ from ledger.subscription import Subscription
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
 from tests.e2e import crashing_command
-from tests.e2e.crashing_command import DIED, ORG, ORDER, STEPS
+from tests.e2e.crashing_command import DIED, ORDER, ORG, STEPS
 from tests.e2e.processes import ROOT, environment, run, serving
 
 pytestmark = pytest.mark.e2e
