@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
 from uuid import UUID
 
 from ledger.reseller import Reseller
 from projections.log import EventLog, Recorded
+from projections.verify import RawLog
 
 PAGE = 1000
 # The streams that make up a reseller's history; request bookkeeping and the sandbox clock are not part of it.
@@ -17,18 +18,54 @@ RESELLER_STREAMS = frozenset({"Reseller", "Subscription", "CustomerAccount", "In
 
 def export_events(log: EventLog, out: TextIO, *, reseller_org_id: str | None = None,
                   subscription_id: UUID | None = None) -> int:
-    """Write the log, or one reseller's or one subscription's part of it, oldest first. Returns the count."""
+    """Write the log, or one reseller's or one subscription's part of it, oldest first, each event with its
+    stored record and hashes (when the store keeps a hash chain). Returns the count."""
     if subscription_id is not None:
         chosen: Iterator[Recorded] = iter(log.history(subscription_id))
     elif reseller_org_id is not None:
         chosen = _of_reseller(log, reseller_org_id)
     else:
         chosen = _all(log)
+    try:
+        raw: RawLog | None = RawLog(log.app.recorder)
+    except TypeError:
+        raw = None  # a store without a chain (in memory)
     count = 0
-    for recorded in chosen:
-        out.write(json.dumps(recorded.as_record(), ensure_ascii=False, separators=(",", ":")) + "\n")
-        count += 1
+    for page in _pages(chosen):
+        stored = _stored(raw, [recorded.position for recorded in page])
+        for recorded in page:
+            record = recorded.as_record()
+            if raw is not None:
+                record.update(_hashes(stored.get(recorded.position)))
+            out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            count += 1
     return count
+
+
+def _stored(raw: RawLog | None, positions: list[int]) -> dict[int, tuple[Any, ...]]:
+    if raw is None or not positions:
+        return {}
+    with raw.snapshot() as query:
+        return raw.stored_with_hashes(query, positions)
+
+
+def _hashes(stored: tuple[Any, ...] | None) -> dict[str, Any]:
+    if stored is None:
+        return {"hash": None, "previous_hash": None, "previous_stream_hash": None, "stored": None}
+    topic, state, hashed, previous, previous_in_stream = stored
+    return {"hash": hashed, "previous_hash": previous, "previous_stream_hash": previous_in_stream,
+            "stored": {"topic": topic, "state": state.decode("utf-8")}}
+
+
+def _pages(recorded: Iterator[Recorded]) -> Iterator[list[Recorded]]:
+    page: list[Recorded] = []
+    for item in recorded:
+        page.append(item)
+        if len(page) == PAGE:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def _all(log: EventLog) -> Iterator[Recorded]:

@@ -130,11 +130,19 @@ class RawLog:
                      "WHERE originator_id = ? AND originator_version = ?", (stream, version))
         return rows[0] if rows else None
 
-    def chain_rows(self, query: Query, after: int, upto: int) -> dict[int, tuple[str, str, str]]:
-        """Position → (hash, previous hash, previous stream hash), for exports."""
-        rows = query(f"SELECT position, event_hash, previous_hash, previous_stream_hash FROM {self.chain} "
-                     "WHERE position > ? AND position <= ?", (after, upto))
-        return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
+    def stored_with_hashes(self, query: Query, positions: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+        """Position → (topic, state, hash, previous hash, previous stream hash) for exports; the hashes are
+        None where the chain has no row."""
+        found: dict[int, tuple[Any, ...]] = {}
+        for start in range(0, len(positions), 500):
+            part = list(positions[start:start + 500])
+            rows = query(f"SELECT e.{self.position}, e.topic, e.state, c.event_hash, c.previous_hash, "
+                         f"c.previous_stream_hash FROM {self.events} e LEFT JOIN {self.chain} c "
+                         f"ON c.position = e.{self.position} "
+                         f"WHERE e.{self.position} IN ({', '.join('?' * len(part))})", part)
+            found.update({int(r[0]): (r[1], r[2].encode() if isinstance(r[2], str) else bytes(r[2]), *r[3:])
+                          for r in rows})
+        return found
 
 
 # --- verification -----------------------------------------------------------------------------------
