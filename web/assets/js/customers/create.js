@@ -106,6 +106,7 @@ export function createDialog(afterCreate) {
   const later = debounce(refreshPreview, 300);
   function changed() {
     toggle();
+    if (quote && JSON.stringify(quote.order) === JSON.stringify(order())) return; // nothing that prices changed
     quote = null;
     confirm.disabled = true;
     confirm.textContent = "Confirm and pay";
@@ -122,6 +123,5 @@ export function createDialog(afterCreate) {
     later();
   }
   form.addEventListener("input", changed);
-  form.addEventListener("change", changed);
   changed();
 }
