@@ -17,6 +17,7 @@ from typing import TextIO
 from commands.errors import PaymentUnavailable
 from commands.handlers import Ledger
 from finance import cli as finance_cli
+from service import verify_cli
 from ledger.errors import DomainError
 from service.bootstrap import Services, StoreUnavailable
 from service.settings import Settings, SettingsError, load_settings
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", type=Path, help="a file (default: standard output)")
 
     finance_cli.register(commands, _command)
+    verify_cli.register(commands, _command)
 
     support = commands.add_parser("support", help="support operations").add_subparsers(
         dest="support_command", required=True, metavar="OPERATION")
@@ -332,5 +334,3 @@ def _tax_exempt(args: argparse.Namespace, settings: Settings) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-from service import verify_cli
-    verify_cli.register(commands, _command)
