@@ -12,13 +12,14 @@ from projections.customer_table import CustomerTable
 from projections.due_dates import DueDates
 from projections.invitations import Invitations
 from projections.log import EventLog, NewsWaiter
+from projections.reseller_events import ResellerEvents
 from projections.runner import Follower, FollowersThread, Projection
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
 from projections.summary import Summary
 
 
 def all_projections() -> list[Projection]:
-    return [CustomerTable(), Summary(), DueDates(), Invitations(), BillingDocuments()]
+    return [CustomerTable(), Summary(), DueDates(), Invitations(), BillingDocuments(), ResellerEvents()]
 
 
 class ViewLocation:
