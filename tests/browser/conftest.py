@@ -20,10 +20,17 @@ from tests.e2e.processes import run, serving
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-ORG = "org_sandbox"  # seeded by `ledger serve` on the embedded default: Ada (Plus), Initech (Pro 5), Globex (Enterprise 25)
+# Seeded by `ledger serve` on the embedded default: Ada (Plus), Initech (Pro, 5), Globex (Enterprise, 25).
+ORG = "org_sandbox"
 
 
 @dataclass
@@ -42,9 +49,17 @@ class Portal:
         return response.json()
 
     def create_pro(self, name: str, seats: int = 2) -> Any:
-        return self.api("POST", f"/v1/resellers/{ORG}/subscriptions",
-                        json={"plan": "pro", "billing_cycle": "monthly", "organization_name": name,
-                              "admin_email": "admin@customer.example", "seats": seats})
+        return self.api(
+            "POST",
+            f"/v1/resellers/{ORG}/subscriptions",
+            json={
+                "plan": "pro",
+                "billing_cycle": "monthly",
+                "organization_name": name,
+                "admin_email": "admin@customer.example",
+                "seats": seats,
+            },
+        )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +67,9 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     data = tmp_path_factory.mktemp("ledger")
     env = {"LEDGER_DATA_DIR": str(data), "LEDGER_CLOCK": "sandbox"}
     with serving(env, output=data / "serve.log") as (base, _process):
-        admin = run("token", "--org", ORG, "--sub", "alice", "--email", "alice@reseller.example", env=env).stdout.strip()
+        admin = run(
+            "token", "--org", ORG, "--sub", "alice", "--email", "alice@reseller.example", env=env
+        ).stdout.strip()
         with httpx.Client(base_url=base, timeout=10) as http:
             yield Portal(base, env, admin, http)
 
@@ -81,6 +98,7 @@ class Console:
         def expected(message: str) -> bool:
             status = re.search(r"status of (\d{3})", message)
             return bool(status) and int(status.group(1)) in self.allowed_statuses
+
         return [message for message in self.errors if not expected(message)]
 
 
@@ -97,7 +115,9 @@ def console() -> Console:
 
 
 @pytest.fixture
-def page(browser: Any, portal: Portal, console: Console, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+def page(
+    browser: Any, portal: Portal, console: Console, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, base_url=portal.base)
     context.set_default_timeout(10_000)
     page = context.new_page()
@@ -127,5 +147,8 @@ def serious_violations(page: Any) -> list[str]:
     if not page.evaluate("() => typeof window.axe !== 'undefined'"):
         page.add_script_tag(path=str(AXE))
     violations = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
-            for v in violations if v["impact"] in ("serious", "critical")]
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]

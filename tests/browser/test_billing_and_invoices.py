@@ -35,7 +35,9 @@ def create_pro(page: Any, name: str) -> Any:
     return dialog
 
 
-def test_a_declined_card_then_a_failing_one_then_an_update_that_works(page: Any, portal: Portal, console: Console) -> None:
+def test_a_declined_card_then_a_failing_one_then_an_update_that_works(
+    page: Any, portal: Portal, console: Console
+) -> None:
     console.allow(402)  # the declines below are answered 402 payment_declined, on purpose
     sign_in(page, portal.admin_token)
     page.get_by_role("link", name="Billing").click()
@@ -49,7 +51,9 @@ def test_a_declined_card_then_a_failing_one_then_an_update_that_works(page: Any,
     expect(page.locator("#billing-error")).to_contain_text("Stripe's test card numbers only")
 
     fill_card(page, "4000 0000 0000 0002")
-    expect(page.locator("#billing-error")).to_have_text("The card was declined when saving it, so it was not put on file. Use another card.")
+    expect(page.locator("#billing-error")).to_have_text(
+        "The card was declined when saving it, so it was not put on file. Use another card."
+    )
     expect(page.locator("#billing-current")).to_contain_text("ending in 4242")
 
     fill_card(page, "4000 0000 0000 0341")
@@ -57,7 +61,9 @@ def test_a_declined_card_then_a_failing_one_then_an_update_that_works(page: Any,
     expect(page.locator("#billing-current")).to_contain_text("Germany (DE); tax 19 %")
 
     dialog = create_pro(page, "Declined Ltd")
-    expect(dialog.locator(".dialog-error")).to_contain_text("The payment was not made: the bank declined it. Nothing was charged.")
+    expect(dialog.locator(".dialog-error")).to_contain_text(
+        "The payment was not made: the bank declined it. Nothing was charged."
+    )
     dialog.get_by_role("link", name="Update billing").click()
     expect(page.locator("dialog[open]")).to_have_count(0)
     expect(page.locator("#screen-billing")).to_be_visible()
@@ -65,7 +71,9 @@ def test_a_declined_card_then_a_failing_one_then_an_update_that_works(page: Any,
     fill_card(page, "4242 4242 4242 4242")
     expect(page.locator("#billing-current")).to_contain_text("ending in 4242")
     dialog = create_pro(page, "Paid Ltd")
-    expect(page.locator("#notices")).to_contain_text("Subscription created for Paid Ltd: Lens Pro, 2 seats, $71.40 charged")
+    expect(page.locator("#notices")).to_contain_text(
+        "Subscription created for Paid Ltd: Lens Pro, 2 seats, $71.40 charged"
+    )
     assert serious_violations(page) == []
 
 

@@ -13,7 +13,9 @@ from tests.browser.conftest import ORG, Console, Portal, serious_violations, sig
 
 
 def row(page: Any, customer: str) -> Any:
-    return page.locator("#customers-rows tr", has=page.locator(".customer", has_text=re.compile(f"^{re.escape(customer)}$")))
+    return page.locator(
+        "#customers-rows tr", has=page.locator(".customer", has_text=re.compile(f"^{re.escape(customer)}$"))
+    )
 
 
 def choose(page: Any, customer: str, action: str) -> None:
@@ -54,7 +56,9 @@ def test_a_bad_or_expired_token_is_said_in_a_sentence(page: Any, portal: Portal,
 
     expired = portal.token("--org", ORG, "--sub", "alice", "--ttl=-60")
     page.evaluate("token => { location.hash = 'token=' + token }", expired)
-    expect(page.locator("#signin-error")).to_have_text(re.compile(r"^Your sign-in expired on .* UTC\. Ask for a new sign-in link\."))
+    expect(page.locator("#signin-error")).to_have_text(
+        re.compile(r"^Your sign-in expired on .* UTC\. Ask for a new sign-in link\.")
+    )
 
     console.allow(401)  # the server refuses a well-formed token signed with another key
     forged = portal.admin_token[:-4] + ("AAAA" if not portal.admin_token.endswith("AAAA") else "BBBB")
@@ -66,12 +70,16 @@ def test_a_bad_or_expired_token_is_said_in_a_sentence(page: Any, portal: Portal,
     nobody = portal.token("--org", "org_not_a_reseller", "--sub", "bob")
     page.get_by_label("Access token").fill(nobody)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("#signin-error")).to_contain_text("not an administrator of any organization enabled as a reseller")
+    expect(page.locator("#signin-error")).to_contain_text(
+        "not an administrator of any organization enabled as a reseller"
+    )
 
 
 def test_create_plus_and_pro_after_a_debounced_preview(page: Any, portal: Portal) -> None:
     previews: list[str] = []
-    page.on("request", lambda r: previews.append(r.post_data or "") if r.url.endswith("/subscriptions/preview") else None)
+    page.on(
+        "request", lambda r: previews.append(r.post_data or "") if r.url.endswith("/subscriptions/preview") else None
+    )
     sign_in(page, portal.admin_token)
     total_before = int(page.locator("#card-total").inner_text())
 
@@ -101,7 +109,9 @@ def test_create_plus_and_pro_after_a_debounced_preview(page: Any, portal: Portal
     assert len(previews) == 1, previews
     assert '"seats": 3' in previews[0] or '"seats":3' in previews[0]
     dialog.get_by_role("button", name=re.compile(r"^Confirm and pay")).click()
-    expect(page.locator("#notices")).to_contain_text("Subscription created for Hooli: Lens Enterprise, 3 seats, $1,800.00 charged")
+    expect(page.locator("#notices")).to_contain_text(
+        "Subscription created for Hooli: Lens Enterprise, 3 seats, $1,800.00 charged"
+    )
     expect(row(page, "Hooli")).to_contain_text("Annual")
     expect(page.locator("#card-total")).to_have_text(str(total_before + 2))
 
@@ -138,7 +148,9 @@ def test_increase_decrease_cancel_resume_and_history_from_the_actions_menu(page:
     expect(status).to_contain_text("pending")
     choose(page, "Umbrella", "Cancel Subscription")
     dialog.get_by_role("button", name="Cancel Subscription").click()
-    expect(page.locator("#notices")).to_contain_text(re.compile(r"Umbrella is canceled\. It stays usable until \d{4}-\d{2}-\d{2}"))
+    expect(page.locator("#notices")).to_contain_text(
+        re.compile(r"Umbrella is canceled\. It stays usable until \d{4}-\d{2}-\d{2}")
+    )
     expect(status).to_contain_text("canceled")
     expect(row(page, "Umbrella").get_by_role("menuitem", name="Modify Seats", include_hidden=True)).to_have_count(0)
 

@@ -1,8 +1,6 @@
 // The portal's entry point: sign-in, the organization selector, and the screens by address
 // (#customers, #invoices, #invoices/<id>, #billing). Each screen's code is in its own module.
-import { showBilling } from "./billing.js";
 import { resetCustomers, showCustomers } from "./customers/screen.js";
-import { showInvoice, showInvoices } from "./invoices.js";
 import { session } from "./lib/session.js";
 import { clearNotice } from "./lib/ui.js";
 import { showSignIn, signIn, wireSignIn } from "./signin.js";
@@ -10,8 +8,9 @@ import { showSignIn, signIn, wireSignIn } from "./signin.js";
 const $ = (id) => document.getElementById(id);
 const SCREENS = {
   customers: { title: "Customers", show: showCustomers },
-  invoices: { title: "Invoices", show: (id) => (id ? showInvoice(id) : showInvoices()) },
-  billing: { title: "Billing", show: showBilling },
+  // Loaded when first opened: the home screen does not wait for them.
+  invoices: { title: "Invoices", show: async (id) => { const m = await import("./invoices.js"); return id ? m.showInvoice(id) : m.showInvoices(); } },
+  billing: { title: "Billing", show: async () => (await import("./billing.js")).showBilling() },
 };
 
 function tokenInAddress() {

@@ -4,10 +4,6 @@ import { api, fresh, isAbort } from "../lib/api.js";
 import { day, html, plural, raw, STATUS_WORDS } from "../lib/format.js";
 import { session } from "../lib/session.js";
 import { debounce, latest, reportError, wireMenus } from "../lib/ui.js";
-import { createDialog } from "./create.js";
-import { cancelDialog, resume } from "./cancel.js";
-import { historyDialog } from "./history.js";
-import { seatsDialog } from "./seats.js";
 
 const PAGE = 20;
 const COLUMNS = [
@@ -129,14 +125,15 @@ function wire() {
   $("customers-status").addEventListener("change", () => { state.status = $("customers-status").value; reload({ toFirstPage: true }); });
   $("customers-prev").addEventListener("click", () => { if (state.page > 0) { state.page -= 1; reload(); } });
   $("customers-next").addEventListener("click", () => { if (state.cursors[state.page + 1]) { state.page += 1; reload(); } });
-  $("customers-create").addEventListener("click", () => createDialog(() => reload()));
-  wireMenus($("customers-rows"), (action, id) => {
+  // The dialogs are modules of their own, loaded when first used.
+  $("customers-create").addEventListener("click", async () => (await import("./create.js")).createDialog(() => reload()));
+  wireMenus($("customers-rows"), async (action, id) => {
     const row = rowOf(id);
     if (!row) return;
-    if (action === "seats") seatsDialog(row, () => reload());
-    else if (action === "cancel") cancelDialog(row, () => reload());
-    else if (action === "resume") resume(row, () => reload());
-    else if (action === "history") historyDialog(row);
+    if (action === "seats") (await import("./seats.js")).seatsDialog(row, () => reload());
+    else if (action === "cancel") (await import("./cancel.js")).cancelDialog(row, () => reload());
+    else if (action === "resume") (await import("./cancel.js")).resume(row, () => reload());
+    else if (action === "history") (await import("./history.js")).historyDialog(row);
   });
 }
 
