@@ -27,6 +27,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL
 
+from ledger import checkpoint  # noqa: F401  registers the LogCheckpoint topics for every reader of the log
+
 CHAIN_TABLE = "ledger_chain"
 GENESIS = "0" * 64
 """The predecessor of the first event of the log, and of the first event of every stream."""

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from commands.checkpoints import record_checkpoint
 from commands.clocks import SandboxClock
 from commands.handlers import Ledger
 from commands.ports import Clock
@@ -116,6 +117,10 @@ class SchedulerThread(threading.Thread):
                     log.info("scheduler: %d renewals and expiries, %d left for later", ran.changes, ran.failures)
             except Exception:
                 log.exception("the scheduler failed; it runs again shortly")
+            try:
+                record_checkpoint(self.scheduler.ledger.app)
+            except Exception:
+                log.exception("noting a checkpoint of the hash chain failed; it runs again shortly")
             self.stopping.wait(self.interval.total_seconds())
 
     def stop(self) -> None:

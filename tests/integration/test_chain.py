@@ -303,3 +303,23 @@ def test_an_event_whose_chain_row_cannot_be_written_is_not_stored(populated: dic
     finally:
         services.close()
     assert store.rows() == before
+
+
+def test_a_checkpoint_notes_the_head_of_each_block_once(populated: dict[str, str],
+                                                       capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from commands.checkpoints import record_checkpoint
+
+    services = _services(populated)
+    try:
+        noted = record_checkpoint(services.app, every=5)
+        assert noted is not None and noted.position <= (len(Store(populated).rows()) // 5) * 5
+        assert record_checkpoint(services.app, every=5) is None  # that block is noted already
+    finally:
+        services.close()
+    exported = tmp_path / "export.jsonl"
+    assert ledger(capsys, "export-events", "--output", str(exported))[0] == 0
+    records = {r["position"]: r for r in map(json.loads, exported.read_text().splitlines())}
+    checkpoint = next(r for r in records.values() if r["type"] == "LogCheckpointed")
+    assert checkpoint["actor"] == "system:scheduler" and checkpoint["stream_type"] == "LogCheckpoint"
+    assert checkpoint["data"]["head_hash"] == records[checkpoint["data"]["position"]]["hash"]
+    assert ledger(capsys, "verify")[0] == 0 and verify_export(exported)[0] == 0
