@@ -14,8 +14,10 @@ is empty and earlier events exist) until ``ledger verify --upgrade`` chains it o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
@@ -44,20 +46,37 @@ def canonical(record: dict[str, Any]) -> bytes:
 def event_hash(position: int, stream_id: str, version: int, topic: str, state: bytes,
                previous_hash: str, previous_stream_hash: str) -> str:
     """SHA-256 (hex) of the canonical JSON of the stored record and its two predecessors' hashes."""
-    return hashlib.sha256(canonical({
-        "position": position,
-        "previous_hash": previous_hash,
-        "previous_stream_hash": previous_stream_hash,
-        "state_sha256": hashlib.sha256(state).hexdigest(),
-        "stream_id": stream_id,
-        "topic": topic,
-        "version": version,
-    })).hexdigest()
+    state_sha256 = hashlib.sha256(state).hexdigest()
+    if _HEX64.match(previous_hash) and _HEX64.match(previous_stream_hash) and _UUID.match(stream_id):
+        # The same bytes as canonical() writes for these values (none needs escaping), made faster.
+        text = (f'{{"position":{int(position)},"previous_hash":"{previous_hash}","previous_stream_hash":'
+                f'"{previous_stream_hash}","state_sha256":"{state_sha256}","stream_id":"{stream_id}",'
+                f'"topic":{_json_string(topic)},"version":{int(version)}}}').encode("utf-8")
+    else:
+        text = canonical({"position": position, "previous_hash": previous_hash,
+                          "previous_stream_hash": previous_stream_hash, "state_sha256": state_sha256,
+                          "stream_id": stream_id, "topic": topic, "version": version})
+    return hashlib.sha256(text).hexdigest()
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def stream_key(originator_id: UUID | str) -> str:
-    """A stream id as the chain and the export write it: the hyphenated UUID."""
-    return str(originator_id if isinstance(originator_id, UUID) else UUID(originator_id))
+    """A stream id as the chain and the export write it: the hyphenated lowercase UUID."""
+    if isinstance(originator_id, str) and len(originator_id) == 32:  # SQLite keeps the bare hex
+        h = originator_id.lower()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    try:
+        return str(originator_id if isinstance(originator_id, UUID) else UUID(originator_id))
+    except ValueError:
+        return str(originator_id)  # not an id at all (an edited row): its hash will not match
 
 
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
