@@ -48,6 +48,24 @@ def in_process(backend: str, n: int, mode: str = "in-process, 1 client", **setti
         common.show(common.rate("seat increase (+1)", backend, mode, n, time.perf_counter() - start))
 
 
+def in_process_concurrently(backend: str, n: int, callers: int = 16) -> None:
+    """Many callers at once (as the API's worker threads are): their saves share commits (group commit)."""
+    with common.deployment(backend) as services:
+        ledger = services.ledger
+        mode = f"in-process, {callers} callers"
+
+        def create(i: int) -> UUID:
+            return ledger.create_subscription(common.ORG, common.org_order(i), actor=common.ACTOR).aggregate.id
+
+        with ThreadPoolExecutor(callers) as pool:
+            start = time.perf_counter()
+            ids = list(pool.map(create, range(n)))
+            common.show(common.rate("create subscription", backend, mode, n, time.perf_counter() - start))
+            start = time.perf_counter()
+            list(pool.map(lambda i: ledger.change_seats(common.ORG, i, 2, actor=common.ACTOR), ids))
+            common.show(common.rate("seat increase (+1)", backend, mode, n, time.perf_counter() - start))
+
+
 def with_stripe_adapter(backend: str, n: int) -> None:
     """The Stripe adapter (the official SDK, over HTTP) against localstripe on loopback: a reference
     figure, localstripe being slow; real Stripe adds an internet round trip per charge."""
@@ -171,6 +189,7 @@ def main() -> int:
     common.header(f"commands per second, {n} of each per configuration{' (quick sizes)' if options.quick else ''}")
     for backend in options.backends:
         in_process(backend, n)
+        in_process_concurrently(backend, n)
         for workers in (1, 2) if backend == "postgres" else (1,):
             over_http(backend, n, workers)
         with_stripe_adapter(backend, max(n // 10, 10))

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import JSONTranscoder, Recording
 from eventsourcing.utils import Environment, EnvType
 
 # Every kind of aggregate stored here, imported so that every reader of the log knows its event topics.
 from commands import clocks, idempotency, transcodings  # noqa: F401
 from commands.chain import RECORDER_TOPICS
-from ledger import charge, customer_account, invoice, processor_events, reseller, subscription  # noqa: F401
+from commands.group_commit import GroupCommit
+from ledger import (  # noqa: F401
+    charge,
+    customer_account,
+    invoice,
+    processor_events,
+    reseller,
+    subscription,
+    webhook_endpoint,
+)
 
 
 class LedgerApplication(Application[UUID]):
@@ -22,6 +33,7 @@ class LedgerApplication(Application[UUID]):
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
+        self._group_commit = GroupCommit(self._record_events)
         self.news = threading.Condition()
         """Notified after every save in this process, so followers here need not poll."""
 
@@ -32,6 +44,22 @@ class LedgerApplication(Application[UUID]):
         if backend in RECORDER_TOPICS and not environment.get("APPLICATION_RECORDER_TOPIC"):
             environment["APPLICATION_RECORDER_TOPIC"] = RECORDER_TOPICS[backend]
         return environment
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """Concurrent saves share one transaction (see commands.group_commit); a save that records a
+        tracking position (a follower's) is its own transaction, as the library makes it."""
+        if kwargs:
+            return super().save(*objs, **kwargs)
+        events: list[Any] = []
+        for obj in objs:
+            if isinstance(obj, DomainEventProtocol):
+                events.append(obj)
+            elif obj is not None:
+                events.extend(obj.collect_events())
+        return self._group_commit.save(events)
+
+    def _record_events(self, events: Sequence[Any]) -> list[Recording[UUID]]:
+        return super().save(*events)
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         with self.news:
