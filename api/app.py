@@ -13,7 +13,18 @@ from fastapi.staticfiles import StaticFiles
 from api import errors
 from api.deps import storable_parameters
 from api.limits import RequestLimits
-from api.routes import catalog, events, invoices, portal, resellers, sandbox, subscriptions, support, webhooks
+from api.routes import (
+    catalog,
+    events,
+    invoices,
+    portal,
+    resellers,
+    sandbox,
+    subscriptions,
+    support,
+    webhook_endpoints,
+    webhooks,
+)
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
 from service.tokens import token_keys
@@ -50,7 +61,8 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
     app.state.services = services
     app.state.token_keys = token_keys(services.settings, services.development_secret)
     errors.install(app)
-    for module in (catalog, support, resellers, portal, subscriptions, invoices, webhooks, events):
+    for module in (catalog, support, resellers, portal, subscriptions, invoices, webhooks, events,
+                   webhook_endpoints):
         app.include_router(module.router)
     if services.settings.clock == "sandbox":
         app.include_router(sandbox.router)

@@ -16,10 +16,11 @@ from projections.reseller_events import ResellerEvents
 from projections.runner import Follower, FollowersThread, Projection
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
 from projections.summary import Summary
+from projections.webhooks import Webhooks
 
 
 def all_projections() -> list[Projection]:
-    return [CustomerTable(), Summary(), DueDates(), Invitations(), BillingDocuments(), ResellerEvents()]
+    return [CustomerTable(), Summary(), DueDates(), Invitations(), BillingDocuments(), ResellerEvents(), Webhooks()]
 
 
 class ViewLocation:

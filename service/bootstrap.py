@@ -27,12 +27,14 @@ from commands.mail import Mailer, mailer_from_settings
 from commands.ports import Clock, Locks, PaymentGateway
 from commands.quotes import QuoteSigner
 from commands.recovery import ChargeRecovery
+from commands.webhook_endpoints import UrlGuard, WebhookEndpoints, WebhookSecrets
 from ledger.catalog import Catalog, CatalogError
-from projections import due_dates, invitations
+from projections import due_dates, invitations, webhooks
 from projections.cursors import CursorSigner
 from projections.deployment import ReadSide, ViewLocation
 from projections.invitations.sender import InvitationSender, SenderThread
 from projections.store import create_schema, schema_lock
+from projections.webhooks.sender import WebhookSender, WebhookSenderThread
 from service.scheduler import Scheduler, SchedulerThread
 from service.settings import Settings, SettingsError
 
@@ -60,7 +62,10 @@ class Services:
     development_secret: bytes
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
-    _threads: list[SchedulerThread | SenderThread] = field(default_factory=list)
+    webhooks: WebhookSender | None = None
+    webhook_endpoints: WebhookEndpoints | None = None
+
+    _threads: list[SchedulerThread | SenderThread | WebhookSenderThread] = field(default_factory=list)
     recovery: ChargeRecovery = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +82,9 @@ class Services:
         if followers:
             self.read_side.start()
             self._threads.append(SenderThread(self.invitations))
+            if self.webhooks is not None:
+                self._threads.append(WebhookSenderThread(self.webhooks,
+                                                         concurrency=self.settings.webhooks_concurrency))
         if scheduler:
             self._threads.append(SchedulerThread(self.scheduler, self.recovery))
         for thread in self._threads:
@@ -124,8 +132,16 @@ def bootstrap(settings: Settings) -> Services:
     # Mail retries follow real time, even when the ledger's clock is the sandbox's.
     sender = InvitationSender(read_side.db(invitations.NAME), mailer(settings), system_clock,
                               from_address=settings.mail_from)
+    guard = UrlGuard(allow_private=settings.webhooks_allow_private)
+    endpoints = WebhookEndpoints(
+        ledger, WebhookSecrets(hmac.new(quote_key, b"ledger webhook secrets", hashlib.sha256).digest()), guard)
+    # Like mail, webhook retries and signature times follow real time.
+    webhook_sender = WebhookSender(
+        read_side.db(webhooks.NAME), app, endpoints.secrets, guard, system_clock,
+        disable=lambda endpoint_id, reason, since: endpoints.disable(endpoint_id, reason=reason, failing_since=since),
+        mailer=mailer(settings), timeout_seconds=settings.webhooks_timeout_seconds, from_address=settings.mail_from)
     return Services(settings, catalog, clock, app, gateway, ledger, read_side, scheduler, sender, cursors, secret,
-                    closers)
+                    closers, webhooks=webhook_sender, webhook_endpoints=endpoints)
 
 
 def mailer(settings: Settings) -> Mailer:

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     """A charge intent left open this long is settled by recovery (asked of the processor, refunded or closed):
     longer than a live command holds one, and than a dead process's request may still be in flight."""
 
+    webhooks_allow_private: bool = False
+    """Allow webhook endpoints whose URL resolves to loopback, link-local or private addresses (development and
+    tests); refused with 422 otherwise."""
+    webhooks_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    """The longest wait for a webhook receiver, per network step; a timeout is a failed attempt, retried."""
+    webhooks_concurrency: int = Field(8, ge=1, le=256)
+    """Endpoints delivered to at once by one process (one delivery at a time per endpoint)."""
+
     @field_validator("database_url")
     @classmethod
     def _postgres_only(cls, url: str | None) -> str | None:
