@@ -41,6 +41,8 @@ class Receiver:
     status: dict[str, int] = field(default_factory=dict)
     delay: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started: int = 0
+    """Requests whose body was read (some may still be waiting to be answered)."""
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -64,6 +66,8 @@ def receiving() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with receiver.lock:
+                receiver.started += 1
             time.sleep(receiver.delay.get(self.path, 0.0))
             with receiver.lock:
                 receiver.received.append(Received(self.path, dict(self.headers), body, time.monotonic()))

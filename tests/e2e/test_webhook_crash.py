@@ -1,0 +1,97 @@
+"""kill -9 of the process sending webhooks, in the middle of a delivery, loses nothing: once it is started
+again every event reaches the receiver at least once, deduplicable by its id."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+
+from projections.webhooks import event_id_for
+from tests.e2e.processes import run, serving, started
+from tests.e2e.test_processes import token
+from tests.webhook_receiver import receiving, verify
+
+pytestmark = pytest.mark.e2e
+
+ORG = "org_hooks"
+TYPES = ["subscription.created", "invoice.issued", "subscription.canceled"]
+
+
+def _create(base: str, admin: dict[str, str], n: int) -> None:
+    for i in range(n):
+        created = httpx.post(f"{base}/v1/resellers/{ORG}/subscriptions", headers=admin, timeout=30, json={
+            "plan": "pro", "billing_cycle": "monthly", "organization_name": f"Customer {i}",
+            "admin_email": f"admin{i}@customer.example", "seats": 2})
+        assert created.status_code == 201, created.text
+
+
+def test_kill_9_of_the_sender_mid_delivery_loses_nothing(service_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**service_env, "LEDGER_WEBHOOKS_ALLOW_PRIVATE": "true", "LEDGER_WEBHOOKS_TIMEOUT_SECONDS": "1"}
+    assert run("support", "enable-reseller", ORG, "--name", "Hooks", env=env).returncode == 0
+    admin = token(env, "--org", ORG)
+    on_postgres = "LEDGER_DATABASE_URL" in env
+    log = tmp_path / "processes.log"
+    with receiving() as receiver:
+        receiver.delay["/hook"] = 0.3
+        # The sender runs beside the followers: in `ledger serve` on SQLite, in `ledger projections` on PostgreSQL.
+        first_followers = started("projections", env=env, output=log) if on_postgres else nullcontext()
+        with first_followers as followers, serving(env, output=log) as (base, server):
+            billing = httpx.put(f"{base}/v1/resellers/{ORG}/billing", headers=admin, json={
+                "payment_method": "pm_card_visa", "billing_email": "billing@hooks.example", "country": "US"})
+            assert billing.status_code == 200, billing.text
+            endpoint = httpx.post(f"{base}/v1/resellers/{ORG}/webhook-endpoints", headers=admin,
+                                  json={"url": receiver.url("/hook"), "event_types": TYPES})
+            assert endpoint.status_code == 201, endpoint.text
+            secret = endpoint.json()["secret"]
+            _create(base, admin, 6)
+            receiver.wait_for("/hook", 2, timeout=30)
+            deadline = time.monotonic() + 10
+            while receiver.started <= len(receiver.at("/hook")):  # kill while a request is being answered
+                assert time.monotonic() < deadline, "no delivery in flight to interrupt"
+                time.sleep(0.005)
+            sender = followers if on_postgres else server
+            os.kill(sender.pid, signal.SIGKILL)
+            sender.wait()
+            received_at_kill = len(receiver.at("/hook"))
+            if on_postgres:  # the API lives on: more events while nobody sends
+                _create(base, admin, 2)
+        time.sleep(0.5)
+        assert len(receiver.at("/hook")) <= received_at_kill + 1  # the sender is dead: nothing more arrives
+        with (started("projections", env=env, output=log) if on_postgres else nullcontext()), \
+                serving(env, output=log) as (base, _):
+            if not on_postgres:
+                _create(base, admin, 2)
+            exported = run("export-events", "--reseller", ORG, env=env)
+            expected = {event_id_for(UUID(line["stream_id"]), line["version"])
+                        for line in map(json.loads, exported.stdout.splitlines())
+                        if line["type"] in ("SubscriptionCreated", "InvoiceIssued")}
+            assert len(expected) == 16
+            deadline = time.monotonic() + 60
+            while not expected <= {r.json["id"] for r in receiver.at("/hook")}:
+                assert time.monotonic() < deadline, (
+                    f"{len(expected - {r.json['id'] for r in receiver.at('/hook')})} events never arrived; "
+                    f"{log.read_text()[-3000:]}")
+                time.sleep(0.1)
+            listed = httpx.get(f"{base}/v1/resellers/{ORG}/webhook-endpoints/{endpoint.json()['id']}/deliveries",
+                               params={"limit": 100}, headers=admin).json()["items"]
+    got = receiver.at("/hook")
+    ids = Counter(r.json["id"] for r in got)
+    assert set(ids) == expected
+    assert all(verify(secret, r.headers["Ledger-Signature"], r.body) for r in got)
+    # The delivery cut by the kill was sent again: the receiver saw it twice, with the same body.
+    duplicated = [event_id for event_id, count in ids.items() if count > 1]
+    assert duplicated, "the interrupted delivery was expected to arrive twice"
+    for event_id in duplicated:
+        assert len({r.body for r in got if r.json["id"] == event_id}) == 1
+    assert {d["status"] for d in listed} == {"delivered"} and len(listed) == 16
+    interrupted = [d for d in listed if any("interrupted" in (a["error"] or "") for a in d["attempt_log"])]
+    assert interrupted
