@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from commands.application import LedgerApplication
+from projections.as_of import AsOf
 from projections.billing_documents import BillingDocuments
 from projections.customer_table import CustomerTable
 from projections.due_dates import DueDates
@@ -20,7 +21,8 @@ from projections.webhooks import Webhooks
 
 
 def all_projections() -> list[Projection]:
-    return [CustomerTable(), Summary(), DueDates(), Invitations(), BillingDocuments(), ResellerEvents(), Webhooks()]
+    return [CustomerTable(), Summary(), DueDates(), Invitations(), BillingDocuments(), AsOf(), ResellerEvents(),
+            Webhooks()]
 
 
 class ViewLocation:

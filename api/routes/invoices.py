@@ -10,12 +10,15 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from api.as_of import AsOf
 from api.deps import After, ResellerAdmin, ServicesDep
 from api.routes.portal import READ_YOUR_WRITES_SECONDS
 from api.schemas import LineOut
 from commands.errors import NotFound, ProjectionLagging
 from ledger.errors import ValidationFailed
+from projections import as_of as as_of_view
 from projections import billing_documents
+from projections.as_of import queries as as_of_queries
 from projections.billing_documents import queries
 from service.bootstrap import Services
 
@@ -102,8 +105,17 @@ def list_invoices(
                                            description="issued before this instant (ISO 8601)")] = None,
     limit: Annotated[int, Query(description="1 to 200")] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    as_of: AsOf = None,
 ) -> InvoicesOut:
     start, end = instant(issued_from, "from"), instant(issued_to, "to")
+    if as_of is not None:  # as they were then: issued by as_of, with the refunds recorded by then
+        if after and not services.read_side.wait_for(after, [as_of_view.NAME], READ_YOUR_WRITES_SECONDS):
+            raise ProjectionLagging(f"the as-of view has not reached position {after} yet; retry shortly")
+        found = as_of_queries.documents(services.read_side.db(as_of_view.NAME), services.cursors,
+                                        reseller_org_id=access.org_id, as_of=as_of,
+                                        subscription_id=subscription_id or None, issued_from=start, issued_to=end,
+                                        limit=limit, cursor=cursor or None)
+        return InvoicesOut(items=[invoice(d) for d in found.items], next_cursor=found.next_cursor, total=found.total)
     _caught_up(services, after)
     found = queries.page(services.read_side.db(billing_documents.NAME), services.cursors,
                          reseller_org_id=access.org_id, subscription_id=subscription_id or None, issued_from=start,

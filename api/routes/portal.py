@@ -6,10 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from api.as_of import AsOf
 from api.deps import After, ResellerAdmin, ServicesDep
 from api.schemas import CustomerRowOut, CustomerTableOut, SummaryOut
 from commands.errors import ProjectionLagging
+from projections import as_of as as_of_view
 from projections import customer_table, summary
+from projections.as_of import queries as as_of_queries
 from projections.customer_table import queries
 from service.bootstrap import Services
 
@@ -38,16 +41,24 @@ def customer_rows(
                                            "seats, status or plan; prefix - for descending")] = "customer",
     limit: Annotated[int, Query(description="1 to 200")] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    as_of: AsOf = None,
 ) -> CustomerTableOut:
-    _caught_up(services, after, customer_table.NAME)
-    found = queries.page(services.read_side.db(customer_table.NAME), services.cursors,
-                         reseller_org_id=access.org_id, status=status, plan=plan, q=q or None, sort=sort,
-                         limit=limit, cursor=cursor)
+    view = customer_table.NAME if as_of is None else as_of_view.NAME
+    _caught_up(services, after, view)
+    found = (queries.page(services.read_side.db(view), services.cursors,
+                          reseller_org_id=access.org_id, status=status, plan=plan, q=q or None, sort=sort,
+                          limit=limit, cursor=cursor) if as_of is None else
+             as_of_queries.page(services.read_side.db(view), services.cursors, reseller_org_id=access.org_id,
+                                as_of=as_of, status=status, plan=plan, q=q or None, sort=sort, limit=limit,
+                                cursor=cursor))
     return CustomerTableOut(items=[CustomerRowOut(**row) for row in found.items], next_cursor=found.next_cursor,
                             total=found.total)
 
 
 @router.get("/summary", response_model=SummaryOut, summary="The summary cards over subscriptions not expired")
-def summary_cards(access: ResellerAdmin, services: ServicesDep, after: After) -> SummaryOut:
+def summary_cards(access: ResellerAdmin, services: ServicesDep, after: After, as_of: AsOf = None) -> SummaryOut:
+    if as_of is not None:
+        _caught_up(services, after, as_of_view.NAME)
+        return SummaryOut(**vars(as_of_queries.cards(services.read_side.db(as_of_view.NAME), access.org_id, as_of)))
     _caught_up(services, after, summary.NAME)
     return SummaryOut(**vars(summary.cards(services.read_side.db(summary.NAME), access.org_id)))

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Response, status
 
 from api import views
+from api.as_of import AsOf, subscription_at
 from api.deps import Idempotency, LedgerDep, ResellerAdmin, ServicesDep
 from api.routes.common import answer, subscription_id
 from api.schemas import CreateSubscriptionIn, EventsOut, OrderIn, PreviewOut, SeatsIn, SeatsPreviewIn, SubscriptionOut
@@ -62,7 +63,10 @@ def create(body: CreateSubscriptionIn, access: ResellerAdmin, ledger: LedgerDep,
 
 
 @router.get("/{id}", response_model=SubscriptionOut, summary="One subscription, expired ones included")
-def show(id: str, access: ResellerAdmin, ledger: LedgerDep, response: Response) -> SubscriptionOut:
+def show(id: str, access: ResellerAdmin, ledger: LedgerDep, response: Response,
+         as_of: AsOf = None) -> SubscriptionOut:
+    if as_of is not None:  # as it was then: its aggregate at the version recorded by as_of
+        return views.subscription(subscription_at(ledger, access.org_id, subscription_id(id), as_of))
     return _tagged(response, views.subscription(ledger.subscription(access.org_id, subscription_id(id))))
 
 

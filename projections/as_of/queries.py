@@ -1,0 +1,143 @@
+"""Reading the portal as it was at an instant T: the versions that hold at T (``valid_from <= T <
+valid_to``), with the live views' filters, sort and keyset pagination."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from ledger.errors import ValidationFailed
+from projections.as_of import CARDS, micros
+from projections.billing_documents import DOCUMENT_COLUMNS, REFUND_COLUMNS
+from projections.billing_documents import queries as live_documents
+from projections.customer_table import queries as live_table
+from projections.cursors import CursorSigner
+from projections.store import Cursor, ViewDatabase, select_by_keys
+from projections.summary import Cards
+
+HOLDS = "valid_from <= ? AND valid_to > ?"
+
+
+def cards(db: ViewDatabase, reseller_org_id: str, as_of: datetime) -> Cards:
+    with db.snapshot() as read:
+        return _cards(read, reseller_org_id, micros(as_of))
+
+
+def _cards(read: Cursor, reseller_org_id: str, at: int) -> Cards:
+    read.execute(f"SELECT {', '.join(CARDS)} FROM as_of_cards WHERE reseller_org_id = ? AND valid_from <= ? "
+                 "ORDER BY valid_from DESC LIMIT 1", (reseller_org_id, at))
+    row = read.fetchone()
+    return Cards(*row) if row else Cards(0, 0, 0, 0)
+
+
+def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, as_of: datetime,
+         status: str | None = None, plan: str | None = None, q: str | None = None, sort: str = "customer",
+         limit: int = 50, cursor: str | None = None) -> live_table.Page:
+    """The customer table as it was at ``as_of``: the rows of subscriptions that had not expired then."""
+    descending = sort.startswith("-")
+    column = live_table.SORTABLE.get(sort.removeprefix("-"))
+    if column is None:
+        raise ValidationFailed("sort", f"sort by one of {', '.join(live_table.SORTABLE)} (prefix - for descending)")
+    if status is not None and status not in live_table.STATUSES:
+        raise ValidationFailed("status", f"status is one of {', '.join(live_table.STATUSES)}")
+    if not 1 <= limit <= 200:
+        raise ValidationFailed("limit", "limit is from 1 to 200")
+    at = micros(as_of)
+    where, params = ["reseller_org_id = ?", HOLDS], [reseller_org_id, at, at]
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if plan:
+        where.append("plan = ?")
+        params.append(plan)
+    if q:
+        where.append("customer_search LIKE ? ESCAPE '\\'")
+        params.append("%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    query = {"reseller": reseller_org_id, "as_of": at, "status": status, "plan": plan, "q": q, "sort": sort}
+    page_where, page_params = list(where), list(params)
+    total: int | None = None
+    if cursor:
+        last_value, last_id, total = signer.read(cursor, query)
+        page_where.append(f"({column}, subscription_id) {'<' if descending else '>'} (?, ?)")
+        page_params += [last_value, last_id]
+    order = "DESC" if descending else "ASC"
+    with db.snapshot() as read:
+        if total is None:
+            if not (status or plan or q):
+                total = _cards(read, reseller_org_id, at).total_customers  # one step of the cards: no count
+            else:
+                read.execute(f"SELECT COUNT(*) FROM as_of_subscriptions WHERE {' AND '.join(where)}", params)
+                total = int(read.fetchone()[0])
+        found: list[Any] = []
+        if total:
+            read.execute(f"SELECT {', '.join(live_table.OUT)}, {column} FROM as_of_subscriptions "
+                         f"WHERE {' AND '.join(page_where)} ORDER BY {column} {order}, subscription_id {order} "
+                         "LIMIT ?", [*page_params, limit + 1])
+            found = read.fetchall()
+    more = len(found) > limit
+    found = found[:limit]
+    items = [dict(zip(live_table.OUT, row[:-1])) for row in found]
+    next_cursor = signer.issue(query, [found[-1][-1], found[-1][0], total]) if more else None
+    return live_table.Page(items, next_cursor, total)
+
+
+def every_row(db: ViewDatabase, reseller_org_id: str, as_of: datetime) -> list[dict[str, Any]]:
+    """The whole customer table at ``as_of``, by customer (for exports)."""
+    at = micros(as_of)
+    with db.snapshot() as read:
+        read.execute(f"SELECT {', '.join(live_table.OUT)} FROM as_of_subscriptions WHERE reseller_org_id = ? "
+                     f"AND {HOLDS} ORDER BY customer_search, subscription_id", (reseller_org_id, at, at))
+        return [dict(zip(live_table.OUT, row)) for row in read.fetchall()]
+
+
+def documents(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, as_of: datetime,
+              subscription_id: str | UUID | None = None, issued_from: datetime | None = None,
+              issued_to: datetime | None = None, limit: int = 50, cursor: str | None = None) -> live_documents.Page:
+    """A reseller's billing documents as they were at ``as_of`` (those issued by then, with the refunds
+    recorded by then), issued in [issued_from, issued_to), newest first."""
+    if not 1 <= limit <= live_documents.MAX_LIMIT:
+        raise ValidationFailed("limit", f"limit is from 1 to {live_documents.MAX_LIMIT}")
+    at = micros(as_of)
+    where, params = ["reseller_org_id = ?", HOLDS], [reseller_org_id, at, at]
+    subscription = (live_documents._uuid_text(subscription_id, "subscription_id")
+                    if subscription_id is not None else None)
+    if subscription is not None:
+        where.append("subscription_id = ?")
+        params.append(subscription)
+    start, end = live_documents._bounds(issued_from, issued_to)
+    if start is not None:
+        where.append("issued_at >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("issued_at < ?")
+        params.append(end)
+    query = {"reseller": reseller_org_id, "as_of": at, "subscription": subscription, "from": start, "to": end}
+    page_where, page_params = list(where), list(params)
+    if cursor:
+        last = signer.read(cursor, query)
+        page_where.append("(issued_at, invoice_id) < (?, ?)")
+        page_params += last
+    with db.snapshot() as read:
+        read.execute(f"SELECT COUNT(*) FROM as_of_invoices WHERE {' AND '.join(where)}", params)
+        total = int(read.fetchone()[0])
+        read.execute(f"SELECT {', '.join(DOCUMENT_COLUMNS)} FROM as_of_invoices WHERE {' AND '.join(page_where)} "
+                     "ORDER BY issued_at DESC, invoice_id DESC LIMIT ?", [*page_params, limit + 1])
+        found = [dict(zip(DOCUMENT_COLUMNS, row)) for row in read.fetchall()]
+        more = len(found) > limit
+        found = found[:limit]
+        items = _with_refunds(read, found, at)
+    next_cursor = signer.issue(query, [found[-1]["issued_at"], found[-1]["invoice_id"]]) if more else None
+    return live_documents.Page(items, next_cursor, total)
+
+
+def _with_refunds(read: Cursor, documents: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
+    found = select_by_keys(read, f"SELECT {', '.join(REFUND_COLUMNS)}, recorded_from FROM as_of_refunds "
+                                 "WHERE invoice_id IN", {d["invoice_id"] for d in documents})
+    refunds: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(found, key=lambda r: (r[REFUND_COLUMNS.index("refunded_at")], r[0])):
+        if row[-1] <= at:
+            refund = dict(zip(REFUND_COLUMNS, row[:-1]))
+            refunds.setdefault(refund["invoice_id"], []).append(refund)
+    return [{**d, "lines": json.loads(d["lines"]), "refunds": refunds.get(d["invoice_id"], [])} for d in documents]
