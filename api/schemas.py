@@ -163,8 +163,10 @@ class EventOut(BaseModel):
     stream_type: str
     version: int
     type: str
+    schema_version: int = Field(description="The version of the type's schema that data follows (older "
+                                            "records are upcast when read; docs/event-export.md)")
     occurred_at: datetime
-    actor: str | None
+    actor: str = Field(description="Who caused it: a token subject, support:<login>, system:… or processor:…")
     data: dict[str, Any]
 
 

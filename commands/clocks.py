@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -13,7 +14,11 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
 from ledger.errors import ValidationFailed
+from ledger.events import UNKNOWN_BEFORE_V2
 from ledger.periods import require_instant
+
+SANDBOX_CLOCK = "system:sandbox-clock"
+"""The actor of what the sandbox clock does by itself: starting, and what falls due while it is moved."""
 
 
 class SystemClock:
@@ -84,7 +89,14 @@ class SandboxTime(Aggregate):
         """SandboxClockStarted: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:SandboxClock.SandboxClockStarted"
+        class_version = 2
         now: datetime
+        actor: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 did not record who started the clock: an old record says so rather than guess."""
+            state["actor"] = UNKNOWN_BEFORE_V2
 
     class SandboxClockMoved(Aggregate.Event):
         TOPIC = "ledger:SandboxClock.SandboxClockMoved"
@@ -94,7 +106,7 @@ class SandboxTime(Aggregate):
 
     @classmethod
     def start(cls, now: datetime) -> SandboxTime:
-        return cls._create(cls.Created, id=cls.ID, now=require_instant(now))
+        return cls._create(cls.Created, id=cls.ID, now=require_instant(now), actor=SANDBOX_CLOCK)
 
     @event(Created)
     def __init__(self, now: datetime) -> None:

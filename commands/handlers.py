@@ -386,7 +386,8 @@ class Ledger:
                     pending = [main, *attempt.companions, *attempt.charges, *self._invoices(attempt)]
                     if idempotency is not None:
                         pending.append(IdempotentRequest.record(idempotency, resource_id=main.id,
-                                                                resource_version=main.version, at=attempt.at))
+                                                                resource_version=main.version, at=attempt.at,
+                                                                actor=attempt.actor))
                     try:
                         recordings = self.app.save(*pending)
                     except IntegrityError:

@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate, event
 
 from commands.errors import IdempotencyConflict
 from ledger.errors import ValidationFailed
+from ledger.events import UNKNOWN_BEFORE_V2
 
 MAX_KEY_LENGTH = 255
 
@@ -47,11 +48,20 @@ class IdempotentRequest(Aggregate):
         """IdempotentRequestRecorded: its topic names the type; the library calls a creation event class Created."""
 
         TOPIC = "ledger:IdempotentRequest.IdempotentRequestRecorded"
+        class_version = 2
         scope: str
         key: str
         fingerprint: str
         resource_id: UUID
         resource_version: int
+        actor: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 did not record who sent the request. The stored record does not say, so an old
+            record says so rather than guess (the change it answered, resource_id at resource_version,
+            names its own actor)."""
+            state["actor"] = UNKNOWN_BEFORE_V2
 
     @staticmethod
     def id_for(scope: str, key: str) -> UUID:
@@ -59,10 +69,10 @@ class IdempotentRequest(Aggregate):
 
     @classmethod
     def record(cls, key: IdempotencyKey, *, resource_id: UUID, resource_version: int,
-               at: datetime) -> IdempotentRequest:
+               at: datetime, actor: str) -> IdempotentRequest:
         return cls._create(cls.Created, id=key.record_id, timestamp=at, scope=key.scope,
                            key=key.key, fingerprint=key.fingerprint, resource_id=resource_id,
-                           resource_version=resource_version)
+                           resource_version=resource_version, actor=actor)
 
     @event(Created)
     def __init__(self, scope: str, key: str, fingerprint: str, resource_id: UUID, resource_version: int) -> None:

@@ -21,8 +21,20 @@ def aggregate_name(domain_event: Any) -> str:
     return type(domain_event).TOPIC.split(":", 1)[1].split(".", 1)[0]
 
 
+# What an event recorded before its type had an actor says instead (filled in by the type's upcaster).
+UNKNOWN_BEFORE_V2 = "unknown:before-v2"
+
+
 def actor_of(domain_event: Any) -> str | None:
+    """Who caused the event: a token subject, ``support:<login>``, or ``system:…`` / ``processor:…``. Every
+    event type records one (older records of a type that lacked it are upcast to ``unknown:before-v2``);
+    None only for a type that breaks that rule, which the tests refuse."""
     return getattr(domain_event, "actor", None)
+
+
+def schema_version(domain_event: Any) -> int:
+    """The version of its type's schema that the event's facts follow: older records are upcast when read."""
+    return int(getattr(type(domain_event), "class_version", 1))
 
 
 def facts(domain_event: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -76,6 +77,12 @@ class SeatChange:
     bill: Bill
 
 
+def upcast_currency_from_bill(state: dict[str, Any]) -> None:
+    """Version 1 of SeatsIncreased and Renewed kept the currency only inside the bill: the same fact, recorded
+    with the event, is copied to the field that version 2 records beside the amounts."""
+    state["currency"] = state["bill"].currency
+
+
 class Subscription(Aggregate):
     TOPIC = "ledger:Subscription"
 
@@ -105,14 +112,22 @@ class Subscription(Aggregate):
         actor: str
 
     class SeatsIncreased(Aggregate.Event):
+        """Version 2 adds ``currency``, the currency of the subscription's prices (as SubscriptionCreated has)."""
+
         TOPIC = "ledger:Subscription.SeatsIncreased"
+        class_version = 2
         seats_before: int
         seats_after: int
+        currency: str
         bill: Bill
         payment: Payment | None
         priced_at: datetime
         quote_id: str | None
         actor: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            upcast_currency_from_bill(state)
 
     class SeatDecreaseScheduled(Aggregate.Event):
         TOPIC = "ledger:Subscription.SeatDecreaseScheduled"
@@ -141,16 +156,24 @@ class Subscription(Aggregate):
         actor: str
 
     class Renewed(Aggregate.Event):
+        """Version 2 adds ``currency``: the currency of ``unit_price_cents`` (as SubscriptionCreated has)."""
+
         TOPIC = "ledger:Subscription.Renewed"
+        class_version = 2
         period_start: datetime
         period_end: datetime
         seats_before: int
         seats_after: int
         unit_price_cents: int
+        currency: str
         bill: Bill
         payment: Payment | None
         attempt: int
         actor: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            upcast_currency_from_bill(state)
 
     class RenewalPaymentFailed(Aggregate.Event):
         TOPIC = "ledger:Subscription.RenewalPaymentFailed"
@@ -354,7 +377,7 @@ class Subscription(Aggregate):
             payment = pay(change.bill)
             if self.pending_seats is not None:
                 self._withdraw_decrease(self.seats, self.pending_seats, "seats_increased", actor, at)
-            self._increase_seats(self.seats, seats, change.bill, payment, priced_at, quote_id, actor, at)
+            self._increase_seats(self.seats, seats, self.currency, change.bill, payment, priced_at, quote_id, actor, at)
         elif change.kind == DECREASE:
             self._schedule_decrease(self.seats, self.pending_seats, seats, self.current_period_end, actor, at)
         else:
@@ -362,8 +385,9 @@ class Subscription(Aggregate):
         return change
 
     @event(SeatsIncreased)
-    def _increase_seats(self, seats_before: int, seats_after: int, bill: Bill, payment: Payment | None,
-                        priced_at: datetime, quote_id: str | None, actor: str, timestamp: datetime) -> None:
+    def _increase_seats(self, seats_before: int, seats_after: int, currency: str, bill: Bill,
+                        payment: Payment | None, priced_at: datetime, quote_id: str | None, actor: str,
+                        timestamp: datetime) -> None:
         self.seats = seats_after
 
     @event(SeatDecreaseScheduled)
@@ -446,12 +470,13 @@ class Subscription(Aggregate):
                 self._expire("payment_failed", start, actor, at)
                 return "Expired"
             return "RenewalPaymentFailed"
-        self._renew(start, end, self.seats, seats_after, bill.unit_price_cents, bill, payment, attempt, actor, at)
+        self._renew(start, end, self.seats, seats_after, bill.unit_price_cents, bill.currency, bill, payment, attempt,
+                    actor, at)
         return "Renewed"
 
     @event(Renewed)
     def _renew(self, period_start: datetime, period_end: datetime, seats_before: int, seats_after: int,
-               unit_price_cents: int, bill: Bill, payment: Payment | None, attempt: int, actor: str,
+               unit_price_cents: int, currency: str, bill: Bill, payment: Payment | None, attempt: int, actor: str,
                timestamp: datetime) -> None:
         self.period_index += 1
         self.current_period_start = period_start

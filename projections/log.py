@@ -61,6 +61,7 @@ class Recorded:
             "stream_type": self.stream_type,
             "version": self.version,
             "type": self.type,
+            "schema_version": events.schema_version(self.event),
             "occurred_at": events.iso(self.event.timestamp),
             "actor": events.actor_of(self.event),
             "data": events.facts(self.event),

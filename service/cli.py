@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from ledger.errors import DomainError
 from service.bootstrap import Services, StoreUnavailable
 from service.settings import Settings, SettingsError, load_settings
 
-CLI_ACTOR_PREFIX = "cli:"
+SUPPORT_ACTOR_PREFIX = "support:"
 
 
 class UsageError(Exception):
@@ -66,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="API worker processes (PostgreSQL only)")
 
     token = _command(commands, "token", _token, "mint a development bearer token")
-    token.add_argument("--sub", default="dev-user", help="the user id (JWT sub)")
+    token.add_argument("--sub", help="the user id (JWT sub), recorded as the actor of what the token does; "
+                                     "default: your login name")
     token.add_argument("--email", default="dev@example.com")
     token.add_argument("--org", action="append", default=[], metavar="ORG[:ROLE]",
                        help="an organization and the user's role in it (admin, the default, or member); repeatable")
@@ -103,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     disable.add_argument("org_id")
     exempt = _command(support, "tax-exempt", _tax_exempt, "mark a reseller tax-exempt, or revoke it")
     exempt.add_argument("org_id")
+    for operation in (enable, disable, exempt):
+        operation.add_argument("--actor", help="who is doing this, recorded in the event (for example your "
+                                               "support user id); default: support:<your login name>")
     group = exempt.add_mutually_exclusive_group(required=True)
     group.add_argument("--reason", help="why (for example the exemption certificate number)")
     group.add_argument("--revoke", action="store_true")
@@ -287,7 +292,8 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"--org {spec!r}: expected ORG or ORG:admin or ORG:member")
         orgs.append({"id": org_id, "role": role or "admin"})
     private_key = args.private_key.read_text() if args.private_key else None
-    print(mint(keys, sub=args.sub, email=args.email, orgs=orgs, roles=["support"] if args.support else [],
+    sub = args.sub if args.sub is not None else _login()
+    print(mint(keys, sub=sub, email=args.email, orgs=orgs, roles=["support"] if args.support else [],
                ttl_seconds=args.ttl, signing_key=private_key))
     return 0
 
@@ -303,13 +309,30 @@ def _with_ledger(settings: Settings, work: Callable[[Ledger], None]) -> int:
     return 0
 
 
-def _cli_actor() -> str:
-    return CLI_ACTOR_PREFIX + (os.environ.get("USER") or "unknown")
+def _login() -> str:
+    """The operating system's name of the user running the command: never a made-up one."""
+    try:
+        login = getpass.getuser().strip()
+    except Exception:  # no LOGNAME/USER and no passwd entry (a bare container)
+        login = ""
+    if not login:
+        raise UsageError("cannot tell who you are (no login name): say so with --actor (or --sub for a token)")
+    return login
+
+
+def _cli_actor(args: argparse.Namespace) -> str:
+    """The operator recorded for a support command: --actor as given, or support:<login>."""
+    if args.actor is None:
+        return SUPPORT_ACTOR_PREFIX + _login()
+    actor = args.actor.strip()
+    if not actor or len(actor) > 200 or not actor.isprintable():
+        raise UsageError("--actor must be 1 to 200 printable characters")
+    return actor
 
 
 def _enable_reseller(args: argparse.Namespace, settings: Settings) -> int:
     def work(ledger: Ledger) -> None:
-        outcome = ledger.enable_reseller(args.org_id, name=args.name, actor=_cli_actor())
+        outcome = ledger.enable_reseller(args.org_id, name=args.name, actor=_cli_actor(args))
         reseller = outcome.aggregate
         print(f"{reseller.org_id} ({reseller.name}) is {'enabled' if reseller.enabled else 'disabled'} as a reseller")
 
@@ -318,7 +341,7 @@ def _enable_reseller(args: argparse.Namespace, settings: Settings) -> int:
 
 def _disable_reseller(args: argparse.Namespace, settings: Settings) -> int:
     def work(ledger: Ledger) -> None:
-        ledger.disable_reseller(args.org_id, actor=_cli_actor())
+        ledger.disable_reseller(args.org_id, actor=_cli_actor(args))
         print(f"{args.org_id} is disabled as a reseller")
 
     return _with_ledger(settings, work)
@@ -326,7 +349,8 @@ def _disable_reseller(args: argparse.Namespace, settings: Settings) -> int:
 
 def _tax_exempt(args: argparse.Namespace, settings: Settings) -> int:
     def work(ledger: Ledger) -> None:
-        ledger.set_tax_exemption(args.org_id, exempt=not args.revoke, reason=args.reason or "", actor=_cli_actor())
+        ledger.set_tax_exemption(args.org_id, exempt=not args.revoke, reason=args.reason or "",
+                                 actor=_cli_actor(args))
         print(f"{args.org_id} is {'no longer ' if args.revoke else ''}tax-exempt")
 
     return _with_ledger(settings, work)

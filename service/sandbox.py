@@ -7,7 +7,7 @@ from commands.handlers import Ledger
 from ledger.subscription import Order
 
 SANDBOX_ORG = "org_sandbox"
-SANDBOX_ACTOR = "system:sandbox"
+SANDBOX_ACTOR = "system:sandbox-seed"
 
 
 def seed(ledger: Ledger) -> bool:

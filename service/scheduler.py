@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from commands.checkpoints import record_checkpoint
-from commands.clocks import SandboxClock
+from commands.clocks import SANDBOX_CLOCK, SandboxClock
 from commands.handlers import Ledger
 from commands.ports import Clock
 from commands.recovery import ChargeRecovery
@@ -69,7 +69,8 @@ class Scheduler:
 
     def advance(self, clock: SandboxClock, target: datetime, *, actor: str) -> Ran:
         """Move the sandbox clock to ``target``, stopping at each instant where something falls due, in
-        time order, and handling it there: so a year's advance sees twelve monthly renewals."""
+        time order, and handling it there: so a year's advance sees twelve monthly renewals. The moves are
+        recorded as ``actor``'s (who asked); what falls due on the way as the sandbox clock's."""
         with self._one_run_at_a_time:
             ran, stalled = Ran(), None
             while True:
@@ -84,7 +85,8 @@ class Scheduler:
                 clock.set(at, actor=actor)
                 changes = ran.changes
                 for subscription_id, due_at in due:
-                    if due_at <= at and self.ledger.run_due(subscription_id).position is not None:
+                    if (due_at <= at and self.ledger.run_due(subscription_id, actor=SANDBOX_CLOCK).position
+                            is not None):
                         ran.changes += 1
                 # Nothing changed: another scheduler may have done it; if the same is still due next
                 # round, with the view caught up, the ledger refuses it: a bug to report, not to loop on.

@@ -71,7 +71,9 @@ def readable_differs(line):
         return "type"
     if line["occurred_at"] != plain(state["timestamp"]):
         return "occurred_at"
-    if line["actor"] != state.get("actor"):
+    # An actor the stored record lacks was filled in by upcasting an older schema version: not covered either.
+    upcast = line.get("schema_version", 1) > state.get("class_version", 1)
+    if line["actor"] != state.get("actor") and not (upcast and "actor" not in state):
         return "actor"
     for key, value in state.items():  # fields added when an old event is read (upcasting) are not stored
         if key not in ENVELOPE and (key not in line["data"] or not same(line["data"][key], plain(value))):
