@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import errors
+from api import errors, observability
 from api.deps import storable_parameters
 from api.limits import RequestLimits
 from api.routes import (
@@ -25,6 +25,7 @@ from api.routes import (
     webhook_endpoints,
     webhooks,
 )
+from service import logs
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
 from service.tokens import token_keys
@@ -58,6 +59,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
                   dependencies=[Depends(storable_parameters)])
     app.add_middleware(RequestLimits, max_body_bytes=services.settings.max_body_bytes,
                        body_timeout_seconds=services.settings.body_timeout_seconds)
+    observability.install(app, services)  # its middleware outermost: after every other
     app.state.services = services
     app.state.token_keys = token_keys(services.settings, services.development_secret)
     errors.install(app)
@@ -83,5 +85,8 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
 
 
 def create_app_from_environment() -> FastAPI:
-    """The factory each uvicorn worker calls: settings are read once, here."""
-    return create_app(bootstrap(load_settings()), close_on_shutdown=True, settle_charges=True)
+    """The factory each uvicorn worker calls: settings are read once, here (and the worker, a process of its
+    own, sets up its logging)."""
+    settings = load_settings()
+    logs.configure(settings.log_format)
+    return create_app(bootstrap(settings), close_on_shutdown=True, settle_charges=True)

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.security import Unauthenticated
 from commands.errors import PaymentUnavailable, ProjectionLagging
 from ledger.errors import DomainError, PaymentDeclined, ValidationFailed
+from service.logs import REQUEST_ID
 
 log = logging.getLogger("ledger.api")
 
@@ -47,6 +48,8 @@ CODES_OF_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unaut
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = {"type": f"https://ledger.example/problems/{code}", "title": TITLES.get(status, "Error"),
             "status": status, "detail": detail, "code": code, **extra}
+    if (request_id := REQUEST_ID.get()) is not None:
+        body["request_id"] = request_id
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
@@ -91,7 +94,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # Called outside the except block (in a worker thread): the error is passed, or no traceback is logged.
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return problem(500, "internal_error", "an unexpected error occurred and was logged")
 
 

@@ -92,4 +92,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": functools.partial(HeaderDeadlineProtocol, header_timeout_seconds=settings.header_timeout_seconds),
         "timeout_keep_alive": settings.keep_alive_seconds,
         "limit_concurrency": settings.max_connections,
+        # Logging is the service's (service.logs, set up by each process): uvicorn's own set-up would replace
+        # it, and the API writes its own line per request, with the request id.
+        "log_config": None,
+        "access_log": False,
     }

@@ -35,6 +35,7 @@ from projections.deployment import ReadSide, ViewLocation
 from projections.invitations.sender import InvitationSender, SenderThread
 from projections.store import create_schema, schema_lock
 from projections.webhooks.sender import WebhookSender, WebhookSenderThread
+from service import metrics
 from service.scheduler import Scheduler, SchedulerThread
 from service.settings import Settings, SettingsError
 
@@ -114,6 +115,7 @@ def bootstrap(settings: Settings) -> Services:
     system_clock = SystemClock()
     clock: Clock = SandboxClock(app, system_clock.now) if settings.clock == "sandbox" else system_clock
     gateway = payment_gateway(settings, clock)
+    metrics.instrument_gateway(gateway)
     closers.append(gateway.close)  # type: ignore[attr-defined]
     locks: Locks
     if settings.database_url:
@@ -125,6 +127,7 @@ def bootstrap(settings: Settings) -> Services:
     quote_key = settings.quote_secret.get_secret_value().encode() if settings.quote_secret else secret
     ledger = Ledger(app, catalog=catalog, clock=clock, gateway=gateway, locks=locks,
                     quotes=QuoteSigner(hmac.new(quote_key, b"ledger quotes", hashlib.sha256).digest()))
+    metrics.instrument_ledger(ledger)
     read_side = ReadSide(app, view_location(settings), batch_size=settings.projection_batch_size)
     closers.append(read_side.close)
     cursors = CursorSigner(hmac.new(quote_key, b"ledger cursors", hashlib.sha256).digest())

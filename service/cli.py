@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import os
 import signal
 import sys
@@ -18,8 +17,8 @@ from typing import TextIO
 from commands.errors import PaymentUnavailable
 from commands.handlers import Ledger
 from finance import cli as finance_cli
-from service import verify_cli
 from ledger.errors import DomainError
+from service import logs, metrics, verify_cli
 from service.bootstrap import Services, StoreUnavailable
 from service.settings import Settings, SettingsError, load_settings
 
@@ -35,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "data_dir", None):
         os.environ["LEDGER_DATA_DIR"] = str(args.data_dir)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure_from_environment()
     try:
         return int(args.run(args, load_settings()) or 0)
     except SettingsError as error:
@@ -132,8 +131,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         if not settings.uses_postgres:
             raise UsageError("--workers > 1 needs PostgreSQL (LEDGER_DATABASE_URL): SQLite serves one process")
-        uvicorn.run("api.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, **uvicorn_options(settings))
+        counts = metrics.prepare_multiprocess_dir()  # the workers' metrics, added up by whichever is scraped
+        try:
+            uvicorn.run("api.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
+                        workers=args.workers, **uvicorn_options(settings))
+        finally:
+            metrics.remove_multiprocess_dir(counts)
         return 0
     services = bootstrap(settings)
     if settings.seeds_sandbox:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     """``ledger serve``: an idle connection between two requests is closed after this."""
     max_connections: int = Field(1000, ge=1)
     """``ledger serve``: open connections (and requests in progress) per worker process; beyond, 503."""
+    log_format: Literal["json", "text"] | None = None
+    """Log lines as JSON or as text; by default text on a terminal and JSON elsewhere."""
     recovery_grace_seconds: float = Field(60.0, ge=0)
     """A charge intent left open this long is settled by recovery (asked of the processor, refunded or closed):
     longer than a live command holds one, and than a dead process's request may still be in flight."""

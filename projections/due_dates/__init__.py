@@ -92,5 +92,12 @@ def due_by(db: ViewDatabase, at: datetime, limit: int) -> list[tuple[UUID, datet
         return [(UUID(key), _instant(due_at)) for key, due_at in cursor.fetchall()]
 
 
+def count_due(db: ViewDatabase, at: datetime) -> int:
+    """How many subscriptions are due at or before ``at`` (the scheduler's backlog)."""
+    with db.snapshot() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM due_dates WHERE due_at <= ?", (events.iso(at),))
+        return int(cursor.fetchone()[0])
+
+
 def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,0 +1,235 @@
+"""Prometheus metrics of the service (``GET /metrics``).
+
+Two kinds:
+
+- counted where things happen: HTTP requests (``api.observability``), commands by type and outcome, charges
+  by outcome and declines by code. With ``ledger serve --workers N`` the workers are separate processes behind
+  one port, so these use prometheus-client's multiprocess mode: ``ledger serve`` points
+  ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start, each worker writes its counts
+  there, and whichever worker answers a scrape adds them all up. A single process counts in memory.
+- read at scrape time from the stores, so every process that answers gives the same figures: the log's head,
+  each read model's position, lag behind the head and whether it stopped (in this process), the scheduler's
+  due backlog and the depth of each outbox.
+
+Commands and charges are counted in the process that runs them: in the PostgreSQL layout the scheduler's
+renewals are counted by ``ledger scheduler``, whose ``--metrics-port`` serves them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ledger.errors import DomainError, PaymentDeclined
+
+if TYPE_CHECKING:
+    from service.bootstrap import Services
+
+log = logging.getLogger("ledger.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+HTTP_REQUESTS = Counter("ledger_http_requests_total", "HTTP requests answered, by route template and status",
+                        ["method", "route", "status"])
+HTTP_DURATION = Histogram("ledger_http_request_duration_seconds",
+                          "Time from a request's arrival to the end of its answer, by route template and status",
+                          ["method", "route", "status"],
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+COMMANDS = Counter("ledger_commands_total",
+                   "Commands run, by type and outcome (ok, replayed, or the error's problem code)",
+                   ["command", "outcome"])
+CHARGES = Counter("ledger_charges_total", "Charges asked of the payment processor, by outcome "
+                                          "(succeeded, declined, unavailable, error)", ["outcome"])
+DECLINES = Counter("ledger_payment_declines_total", "Charges and cards the processor declined, by decline code",
+                   ["decline_code"])
+
+COMMAND_METHODS = ("enable_reseller", "disable_reseller", "set_tax_exemption", "set_billing_info",
+                   "create_subscription", "change_seats", "cancel", "resume", "run_due", "settle_charge")
+"""The Ledger's commands, counted under their method's name."""
+
+OUTBOX_DEPTHS: dict[str, Callable[[Services], int]] = {}
+"""Outboxes whose depth (messages not yet delivered) ``ledger_outbox_depth{outbox=...}`` reports. The hook for
+another outbox (outgoing webhooks): ``OUTBOX_DEPTHS["webhooks"] = lambda services: <undelivered count>``."""
+
+
+# --- counted where it happens ------------------------------------------------------------------------
+
+
+def instrument_ledger(ledger: Any) -> None:
+    """Count every command the Ledger runs, by wrapping its command methods on this instance."""
+    for name in COMMAND_METHODS:
+        method = getattr(ledger, name, None)
+        if method is not None:
+            setattr(ledger, name, _counted_command(name, method))
+
+
+def _counted_command(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            outcome = method(*args, **kwargs)
+        except DomainError as error:
+            COMMANDS.labels(name, error.code).inc()
+            raise
+        except Exception:
+            COMMANDS.labels(name, "error").inc()
+            raise
+        COMMANDS.labels(name, "replayed" if getattr(outcome, "replayed", False) else "ok").inc()
+        return outcome
+
+    return counted
+
+
+def instrument_gateway(gateway: Any) -> None:
+    """Count charges by outcome, and declines (of charges and of cards) by code."""
+    charge, save_card = gateway.charge, gateway.save_card
+
+    @functools.wraps(charge)
+    def counted_charge(*args: Any, **kwargs: Any) -> Any:
+        try:
+            reference = charge(*args, **kwargs)
+        except PaymentDeclined as declined:
+            CHARGES.labels("declined").inc()
+            DECLINES.labels(declined.decline_code or "unknown").inc()
+            raise
+        except DomainError as error:  # PaymentUnavailable
+            CHARGES.labels("unavailable" if error.code == "payment_unavailable" else error.code).inc()
+            raise
+        except Exception:
+            CHARGES.labels("error").inc()
+            raise
+        CHARGES.labels("succeeded").inc()
+        return reference
+
+    @functools.wraps(save_card)
+    def counted_save_card(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return save_card(*args, **kwargs)
+        except PaymentDeclined as declined:
+            DECLINES.labels(declined.decline_code or "unknown").inc()
+            raise
+
+    gateway.charge = counted_charge
+    gateway.save_card = counted_save_card
+
+
+# --- read at scrape time -----------------------------------------------------------------------------
+
+
+class ServiceCollector(Collector):
+    """The figures read from the stores when Prometheus asks."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterable[Metric]:
+        from projections import due_dates
+
+        services = self.services
+        read_side = services.read_side
+        try:
+            head = read_side.log.head()
+        except Exception:
+            log.exception("metrics: the event log cannot be read")
+            up = GaugeMetricFamily("ledger_store_up", "1 when the event store answered this scrape")
+            up.add_metric([], 0)
+            yield up
+            return
+        up = GaugeMetricFamily("ledger_store_up", "1 when the event store answered this scrape")
+        up.add_metric([], 1)
+        yield up
+        head_metric = GaugeMetricFamily("ledger_event_log_head", "Position of the last event in the log")
+        head_metric.add_metric([], head)
+        yield head_metric
+
+        position = GaugeMetricFamily("ledger_read_model_position", "Log position each read model has reached",
+                                     labels=["read_model"])
+        lag = GaugeMetricFamily("ledger_read_model_lag_events", "Events each read model is behind the log's head",
+                                labels=["read_model"])
+        stopped = GaugeMetricFamily("ledger_read_model_stopped",
+                                    "1 when the read model's follower in this process stopped on an event it "
+                                    "cannot handle", labels=["read_model"])
+        halted = read_side.stopped_projections()
+        for name, follower in read_side.followers.items():
+            try:
+                reached = follower.position()
+            except Exception:
+                log.exception("metrics: the position of %s cannot be read", name)
+                continue
+            position.add_metric([name], reached)
+            lag.add_metric([name], max(0, head - reached))
+            stopped.add_metric([name], 1 if name in halted else 0)
+        yield position
+        yield lag
+        yield stopped
+
+        backlog = GaugeMetricFamily("ledger_scheduler_due_backlog",
+                                    "Subscriptions whose renewal or expiry is due now and not yet handled")
+        try:
+            backlog.add_metric([], due_dates.count_due(read_side.db(due_dates.NAME), services.clock.now()))
+            yield backlog
+        except Exception:
+            log.exception("metrics: the due backlog cannot be read")
+
+        depth = GaugeMetricFamily("ledger_outbox_depth", "Messages of each outbox not yet delivered",
+                                  labels=["outbox"])
+        for name, count in sorted(OUTBOX_DEPTHS.items()):
+            try:
+                depth.add_metric([name], count(services))
+            except Exception:
+                log.exception("metrics: the depth of the %s outbox cannot be read", name)
+        yield depth
+
+
+def _invitation_outbox_depth(services: Services) -> int:
+    from projections import invitations
+
+    with services.read_side.db(invitations.NAME).snapshot() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM invitation_outbox WHERE state <> ?", (invitations.SENT,))
+        return int(cursor.fetchone()[0])
+
+
+OUTBOX_DEPTHS["invitations"] = _invitation_outbox_depth
+
+
+def exposition(services: Services) -> bytes:
+    """The text exposition of every metric: this process's counts (or all workers', in multiprocess mode)
+    and the figures read from the stores."""
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        for collector in (HTTP_REQUESTS, HTTP_DURATION, COMMANDS, CHARGES, DECLINES):
+            registry.register(collector)
+    registry.register(ServiceCollector(services))
+    return generate_latest(registry)
+
+
+def prepare_multiprocess_dir() -> Path:
+    """For ``ledger serve --workers N``, before the workers start: an empty directory for their counts (the
+    one in PROMETHEUS_MULTIPROC_DIR, emptied, or a new temporary one), named in the environment they inherit."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="ledger-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(folder)
+    return folder
+
+
+def remove_multiprocess_dir(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
