@@ -18,7 +18,7 @@ from commands.errors import PaymentUnavailable
 from commands.handlers import Ledger
 from finance import cli as finance_cli
 from ledger.errors import DomainError
-from service import logs, metrics, verify_cli
+from service import as_of_cli, logs, metrics, verify_cli
 from service.bootstrap import Services, StoreUnavailable
 from service.settings import Settings, SettingsError, load_settings
 
@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     finance_cli.register(commands, _command)
     verify_cli.register(commands, _command)
+    as_of_cli.register(commands, _command)
 
     support = commands.add_parser("support", help="support operations").add_subparsers(
         dest="support_command", required=True, metavar="OPERATION")
