@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
     token.add_argument("--private-key", type=Path, help="RS256 private key (PEM) when tokens are RS256")
 
+    _command(commands, "migrate", _migrate,
+             "create what the store needs (the event log's tables, every read model's tables) and exit: the "
+             "one-shot step of a deployment that the other processes wait for")
     _command(commands, "projections", _projections,
              "keep the read models (and the invitation outbox) following the event log, until stopped")
     _command(commands, "scheduler", _scheduler,
@@ -167,6 +170,19 @@ Sandbox {'seeded' if seeded else 'ready'}: reseller {sandbox.SANDBOX_ORG} with a
   TOKEN={admin}
   More tokens: ledger token --org ORG  (or --support)
 """, flush=True)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from service.bootstrap import bootstrap
+
+    services = bootstrap(settings)  # makes every table, under the schema lock, as each process's start does
+    try:
+        where = "PostgreSQL" if settings.uses_postgres else str(settings.data_dir)
+        print(f"the store in {where} is ready: the event log and {len(services.read_side.followers)} read models",
+              flush=True)
+    finally:
+        services.close()
+    return 0
 
 
 def _projections(args: argparse.Namespace, settings: Settings) -> int:
