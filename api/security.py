@@ -39,6 +39,14 @@ class _Claims(BaseModel):
         refuse_unstorable(value)
         return value
 
+    @field_validator("sub")
+    @classmethod
+    def _someone(cls, value: str) -> str:
+        """An empty or blank ``sub`` would record an event caused by nobody."""
+        if not value.strip():
+            raise ValueError("sub names the user: it cannot be empty")
+        return value
+
 
 @dataclass(frozen=True)
 class Principal:
