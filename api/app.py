@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import errors, observability
+from api import docs, errors, observability
 from api.deps import storable_parameters
 from api.limits import RequestLimits
 from api.routes import (
@@ -55,7 +55,8 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
             services.close()
 
     app = FastAPI(title="Reseller subscription ledger", version="1.0.0", description=DESCRIPTION,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan,
+                  openapi_url="/openapi.json", docs_url=None, redoc_url=None, lifespan=lifespan,
+                  responses=docs.problems("validation_error"),  # every route checks its parameters' text
                   dependencies=[Depends(storable_parameters)])
     app.add_middleware(RequestLimits, max_body_bytes=services.settings.max_body_bytes,
                        body_timeout_seconds=services.settings.body_timeout_seconds)
@@ -63,6 +64,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
     app.state.services = services
     app.state.token_keys = token_keys(services.settings, services.development_secret)
     errors.install(app)
+    docs.install(app)  # /docs and /redoc with local assets, the finished /openapi.json
     for module in (catalog, support, resellers, portal, subscriptions, invoices, webhooks, events,
                    webhook_endpoints):
         app.include_router(module.router)

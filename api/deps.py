@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.security import Principal, verify
 from api.text import unstorable
@@ -45,8 +46,15 @@ def get_token_keys(request: Request) -> TokenKeys:
     return request.app.state.token_keys
 
 
+BEARER = HTTPBearer(scheme_name="bearer", bearerFormat="JWT", auto_error=False,
+                    description="A JWT: `sub`, `email`, `orgs` ([{id, role: admin|member}]), optional "
+                                "`roles` ([\"support\"]); HS256 or RS256 as the deployment is configured")
+"""Declares the bearer scheme in the OpenAPI (Swagger UI's Authorize); the token itself is verified below."""
+
+
 def current_user(
     keys: Annotated[TokenKeys, Depends(get_token_keys)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     return verify(authorization, keys)

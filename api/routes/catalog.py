@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentUser, LedgerDep
+from api.docs import AUTHENTICATED
 from api.schemas import BusinessIdOut, BusinessIdsOut, CatalogOut, PlanOut
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -15,7 +16,7 @@ def plans(ledger: LedgerDep) -> CatalogOut:
                       tax_rates_bps=dict(catalog.tax_rates_bps))
 
 
-@router.get("/me/business-ids", response_model=BusinessIdsOut,
+@router.get("/me/business-ids", response_model=BusinessIdsOut, responses=AUTHENTICATED,
             summary="The caller's organizations that are enabled resellers and that the caller administers")
 def business_ids(user: CurrentUser, ledger: LedgerDep) -> BusinessIdsOut:
     items = []

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ResellerAdmin, ServicesDep
+from api.docs import RESELLER
 from api.schemas import EventOut
 from ledger.errors import ValidationFailed
 from projections import feed, reseller_events
 
-router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["events"])
+router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["events"], responses=RESELLER)
 
 _KNOWN_TYPES = reseller_events.event_type_names()
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from api.as_of import AsOf
 from api.deps import After, ResellerAdmin, ServicesDep
+from api.docs import RESELLER, problems
 from api.routes.portal import READ_YOUR_WRITES_SECONDS
 from api.schemas import LineOut
 from commands.errors import NotFound, ProjectionLagging
@@ -22,7 +23,8 @@ from projections.as_of import queries as as_of_queries
 from projections.billing_documents import queries
 from service.bootstrap import Services
 
-router = APIRouter(prefix="/v1/resellers/{org_id}/invoices", tags=["invoices"])
+router = APIRouter(prefix="/v1/resellers/{org_id}/invoices", tags=["invoices"],
+                   responses=RESELLER | problems("projection_lagging"))
 
 
 class InvoiceRefundOut(BaseModel):

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Depends, Header, Response, status
 from api import views
 from api.as_of import AsOf, subscription_at
 from api.deps import Idempotency, LedgerDep, ResellerAdmin, ServicesDep
+from api.docs import RESELLER, problems
 from api.routes.common import answer, subscription_id
 from api.schemas import CreateSubscriptionIn, EventsOut, OrderIn, PreviewOut, SeatsIn, SeatsPreviewIn, SubscriptionOut
 from ledger.errors import ValidationFailed
 from ledger.subscription import Order
 
-router = APIRouter(prefix="/v1/resellers/{org_id}/subscriptions", tags=["subscriptions"])
+router = APIRouter(prefix="/v1/resellers/{org_id}/subscriptions", tags=["subscriptions"],
+                   responses=RESELLER)
 
 _ENTITY_TAG = re.compile(r'(?:W/)?"(\d{1,18})"')
 
@@ -47,13 +49,15 @@ def _order(body: OrderIn) -> Order:
                  admin_email=str(body.admin_email) if body.admin_email else None)
 
 
-@router.post("/preview", response_model=PreviewOut,
+@router.post("/preview", response_model=PreviewOut, responses=problems("billing_info_required", "seats_fixed"),
              summary="Price a new subscription: the first period in full, with tax; returns a quote_id")
 def preview_create(body: OrderIn, access: ResellerAdmin, ledger: LedgerDep) -> PreviewOut:
     return views.preview(ledger.preview_create(access.org_id, _order(body)))
 
 
 @router.post("", response_model=SubscriptionOut, status_code=status.HTTP_201_CREATED,
+             responses=problems("seats_fixed", "billing_info_required", "quote_stale", "idempotency_conflict",
+                                "payment_declined", "payment_unavailable"),
              summary="Create a subscription and charge its first period")
 def create(body: CreateSubscriptionIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
            response: Response) -> SubscriptionOut:
@@ -71,12 +75,15 @@ def show(id: str, access: ResellerAdmin, ledger: LedgerDep, response: Response,
 
 
 @router.post("/{id}/seats/preview", response_model=PreviewOut,
+             responses=problems("seats_fixed", "no_change", "invalid_state", "billing_info_required"),
              summary="Price a seat change: an increase is prorated now, a decrease waits for the next period")
 def preview_seats(id: str, body: SeatsPreviewIn, access: ResellerAdmin, ledger: LedgerDep) -> PreviewOut:
     return views.preview(ledger.preview_seat_change(access.org_id, subscription_id(id), body.seats))
 
 
-@router.post("/{id}/seats", response_model=SubscriptionOut, summary="Change the number of seats")
+@router.post("/{id}/seats", response_model=SubscriptionOut, summary="Change the number of seats",
+             responses=problems("seats_fixed", "no_change", "invalid_state", "billing_info_required", "quote_stale",
+                                "idempotency_conflict", "version_mismatch", "payment_declined", "payment_unavailable"))
 def change_seats(id: str, body: SeatsIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
                  version: ExpectedVersion, response: Response) -> SubscriptionOut:
     outcome = ledger.change_seats(access.org_id, subscription_id(id), body.seats, actor=access.user.user_id,
@@ -85,6 +92,7 @@ def change_seats(id: str, body: SeatsIn, access: ResellerAdmin, ledger: LedgerDe
 
 
 @router.post("/{id}/cancel", response_model=SubscriptionOut,
+             responses=problems("invalid_state", "idempotency_conflict", "version_mismatch"),
              summary="Cancel at the end of the current period (it stays usable until then)")
 def cancel(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency, version: ExpectedVersion,
            response: Response) -> SubscriptionOut:
@@ -93,7 +101,8 @@ def cancel(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idemp
     return _tagged(response, answer(response, outcome, views.subscription))
 
 
-@router.post("/{id}/resume", response_model=SubscriptionOut, summary="Undo a cancellation before the period ends")
+@router.post("/{id}/resume", response_model=SubscriptionOut, summary="Undo a cancellation before the period ends",
+             responses=problems("invalid_state", "idempotency_conflict", "version_mismatch"))
 def resume(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency, version: ExpectedVersion,
            response: Response) -> SubscriptionOut:
     outcome = ledger.resume(access.org_id, subscription_id(id), actor=access.user.user_id, expected_version=version,

@@ -4,11 +4,13 @@ from fastapi import APIRouter, Response, status
 
 from api import views
 from api.deps import Idempotency, LedgerDep, SupportUser
+from api.docs import SUPPORT, problems
 from api.routes.common import answer
 from api.schemas import EnableResellerIn, ReenableResellerIn, ResellerOut, TaxExemptionIn
 from commands.errors import NotFound
 
-router = APIRouter(prefix="/v1/support/resellers", tags=["support"])
+router = APIRouter(prefix="/v1/support/resellers", tags=["support"],
+                   responses=SUPPORT | problems("idempotency_conflict"))
 
 
 @router.post("", response_model=ResellerOut, status_code=status.HTTP_201_CREATED,
@@ -21,7 +23,7 @@ def enable_new(body: EnableResellerIn, user: SupportUser, ledger: LedgerDep, ide
     return answer(response, outcome, views.reseller)
 
 
-@router.get("/{org_id}", response_model=ResellerOut)
+@router.get("/{org_id}", response_model=ResellerOut, responses=problems("not_found"))
 def show(org_id: str, user: SupportUser, ledger: LedgerDep) -> ResellerOut:
     reseller = ledger.find_reseller(org_id)
     if reseller is None:
@@ -29,7 +31,8 @@ def show(org_id: str, user: SupportUser, ledger: LedgerDep) -> ResellerOut:
     return views.reseller(reseller)
 
 
-@router.post("/{org_id}/disable", response_model=ResellerOut, summary="Disable a reseller")
+@router.post("/{org_id}/disable", response_model=ResellerOut, summary="Disable a reseller",
+             responses=problems("not_found", "invalid_state"))
 def disable(org_id: str, user: SupportUser, ledger: LedgerDep, idempotency: Idempotency,
             response: Response) -> ResellerOut:
     return answer(response, ledger.disable_reseller(org_id, actor=user.user_id, idempotency=idempotency),

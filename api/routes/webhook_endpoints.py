@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
 from api.deps import After, Idempotency, ResellerAdmin, ServicesDep
+from api.docs import RESELLER
 from api.routes.common import answer
 from api.routes.portal import _caught_up
 from commands.errors import NotFound
@@ -20,7 +21,8 @@ from projections import webhooks
 from projections.webhooks import DELIVERY_COLUMNS, PENDING, SENDING
 from service.bootstrap import Services
 
-router = APIRouter(prefix="/v1/resellers/{org_id}/webhook-endpoints", tags=["webhooks out"])
+router = APIRouter(prefix="/v1/resellers/{org_id}/webhook-endpoints", tags=["webhooks out"],
+                   responses=RESELLER)
 
 SIGNATURE_DOC = ("Each delivery is a POST of JSON `{id, type, created_at, reseller_id, ledger_event, data: {object}}` "
                  "signed in the `Ledger-Signature` header: `t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" "

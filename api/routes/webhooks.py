@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from api.deps import ServicesDep
+from api.docs import problems
 from api.errors import problem
 from commands.errors import NotFound
 from commands.webhooks import InvalidPayload, InvalidSignature, StripeWebhooks
@@ -37,7 +38,7 @@ def stripe_webhooks(services: Services) -> StripeWebhooks:
 
 @router.post("/stripe", response_model=WebhookReceivedOut,
              summary="Receive a Stripe event: verified, recorded once; a redelivery changes nothing",
-             responses={400: {"description": "invalid_signature: the Stripe-Signature does not verify"}})
+             responses=problems("invalid_signature", "invalid_payload", "not_found"))
 async def stripe_event(
     request: Request,
     services: ServicesDep,

@@ -1,0 +1,119 @@
+"""API docs that stand alone (issue 11, point 3): a valid OpenAPI document with a bearer scheme and the
+problem+json errors actually returned, and /docs and /redoc that load nothing from another host."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from api.docs import MEANINGS
+from api.errors import STATUS_OF_CODE
+from tests.api.conftest import Api
+
+EXTERNAL = re.compile(r"""(?:https?:)?//(?!testserver\b)[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
+PUBLIC = {("get", "/v1/plans"), ("post", "/v1/webhooks/stripe"), ("get", "/healthz"), ("get", "/readyz"),
+          ("get", "/metrics")}
+
+
+@pytest.fixture
+def document(sandbox_api: Api) -> dict[str, Any]:
+    response = sandbox_api.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method, path, operation) for path, methods in document["paths"].items()
+            for method, operation in methods.items()]
+
+
+def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate(document)
+
+
+def test_an_invalid_document_would_be_caught(document: dict[str, Any]) -> None:
+    """The validator is not a formality: a response without a description is refused."""
+    broken = dict(document, paths={"/x": {"get": {"responses": {"200": {}}}}})
+    with pytest.raises(Exception, match="description"):
+        validate(broken)
+
+
+def test_a_bearer_scheme_secures_every_operation_but_the_public_ones(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearer"] == {**schemes["bearer"], "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    for method, path, operation in operations(document):
+        if (method, path) in PUBLIC:
+            assert not operation.get("security"), (method, path)
+        else:
+            assert operation.get("security") == [{"bearer": []}], (method, path)
+            assert "401" in operation["responses"], (method, path)
+
+
+def test_every_error_response_is_a_problem_with_its_codes(document: dict[str, Any]) -> None:
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for method, path, operation in operations(document):
+        errors = {status: r for status, r in operation["responses"].items() if status[0] in "45"}
+        if (method, path) not in {("get", "/readyz")}:
+            assert "422" in errors, (method, path)  # every route checks its parameters' text
+        for status, response in errors.items():
+            if (method, path, status) == ("get", "/readyz", "503"):
+                continue  # readiness answers its reasons, not a problem
+            content = response["content"]
+            assert list(content) == ["application/problem+json"], (method, path, status)
+            assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+            examples = content["application/problem+json"]["examples"]
+            assert examples, (method, path, status)
+            for code, example in examples.items():
+                assert example["value"]["code"] == code and example["value"]["status"] == int(status)
+                assert f"`{code}`" in response["description"]
+        if "requestBody" in operation:
+            assert {"413", "422"} <= errors.keys(), (method, path)
+
+
+def test_the_command_routes_declare_their_domain_problems(document: dict[str, Any]) -> None:
+    def codes(method: str, path: str) -> set[str]:
+        responses = document["paths"][path][method]["responses"]
+        return {code for r in responses.values() for code in r.get("content", {}).get(
+            "application/problem+json", {}).get("examples", {})}
+
+    base = "/v1/resellers/{org_id}/subscriptions"
+    assert {"payment_declined", "quote_stale", "idempotency_conflict", "billing_info_required", "forbidden",
+            "not_found", "unauthenticated", "validation_error"} <= codes("post", base)
+    assert {"version_mismatch", "seats_fixed", "no_change"} <= codes("post", base + "/{id}/seats")
+    assert {"version_mismatch", "invalid_state"} <= codes("post", base + "/{id}/cancel")
+    assert {"projection_lagging"} <= codes("get", base)
+    assert {"invalid_signature"} <= codes("post", "/v1/webhooks/stripe")
+
+
+def test_every_problem_code_the_api_returns_is_documented() -> None:
+    assert set(STATUS_OF_CODE) <= set(MEANINGS), set(STATUS_OF_CODE) - set(MEANINGS)
+    for code, status in STATUS_OF_CODE.items():
+        assert MEANINGS[code][0] == status, code
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_name_no_other_host_and_their_assets_load(sandbox_api: Api, page: str) -> None:
+    response = sandbox_api.get(page)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert not EXTERNAL.findall(html), EXTERNAL.findall(html)
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+    assert assets and all(asset.startswith("/docs/assets/") for asset in assets), assets
+    for asset in assets:
+        loaded = sandbox_api.get(asset)
+        assert loaded.status_code == 200 and len(loaded.content) > 500, asset
+        kind = loaded.headers["content-type"]
+        expected = {"js": "text/javascript", "css": "text/css", "png": "image/png"}[asset.rsplit(".", 1)[1]]
+        assert kind.startswith(expected), (asset, kind)
+    assert "/openapi.json" in html
+    if page == "/docs":
+        assert '"validatorUrl": null' in html  # no badge from validator.swagger.io
+
+
+def test_the_external_host_check_can_fail() -> None:
+    assert EXTERNAL.findall('<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js">')
+    assert EXTERNAL.findall('<link href="//fonts.googleapis.com/css?family=Montserrat">')
+    assert not EXTERNAL.findall('<script src="/docs/assets/redoc.standalone.js">')
