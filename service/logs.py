@@ -81,14 +81,20 @@ def resolve_format(setting: str | None, stream: Any = None) -> LogFormat:
         return "json"
 
 
-def configure(log_format: str | None = None, *, level: int = logging.INFO, stream: Any = None) -> LogFormat:
+def configure(log_format: str | None = None, *, level: int = logging.INFO, stream: Any = None,
+              force: bool = False) -> LogFormat:
     """Route every logger (uvicorn's included) to one handler on stderr in the chosen format. uvicorn's access
-    log is silenced: the API writes its own line per request (``api.observability``)."""
+    log is silenced: the API writes its own line per request (``api.observability``). As logging.basicConfig,
+    it leaves alone a root logger that already has handlers (a test runner's, an embedding program's), unless
+    ``force``."""
     chosen = resolve_format(log_format, stream)
+    root = logging.getLogger()
+    if root.handlers and not force and not all(getattr(h, "_ledger", False) for h in root.handlers):
+        return chosen
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
+    handler._ledger = True  # type: ignore[attr-defined]
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)

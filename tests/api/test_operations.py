@@ -25,7 +25,7 @@ def log_lines() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     buffer = io.StringIO()
-    logs.configure("json", stream=buffer)
+    logs.configure("json", stream=buffer, force=True)
     try:
         yield buffer
     finally:
@@ -138,7 +138,7 @@ def test_the_text_format_names_the_request_id(api: Api) -> None:
     root = logging.getLogger()
     handlers = list(root.handlers)
     try:
-        assert logs.configure("text", stream=buffer) == "text"
+        assert logs.configure("text", stream=buffer, force=True) == "text"
         api.get("/v1/plans", headers={"X-Request-Id": "as-text"})
     finally:
         for handler in list(root.handlers):

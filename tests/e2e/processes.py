@@ -26,7 +26,8 @@ def free_port() -> int:
 
 def environment(env: dict[str, str]) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    return {**clean, **env, "PYTHONPATH": str(ROOT)}
+    # Logs as a person reads them (the tests look for sentences in them); a test may ask for json.
+    return {**clean, "LEDGER_LOG_FORMAT": "text", **env, "PYTHONPATH": str(ROOT)}
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
