@@ -11,8 +11,10 @@ Two kinds:
   each read model's position, lag behind the head and whether it stopped (in this process), the scheduler's
   due backlog and the depth of each outbox.
 
-Commands and charges are counted in the process that runs them: in the PostgreSQL layout the scheduler's
-renewals are counted by ``ledger scheduler``, whose ``--metrics-port`` serves them.
+Commands and charges are counted in the process that runs them. In the embedded default that is ``ledger serve``
+for all of them; in the PostgreSQL layout the renewals that ``ledger scheduler`` charges are counted in that
+process, which serves no /metrics yet (to do: a ``--metrics-port`` for ``ledger scheduler`` and ``ledger
+projections``, e.g. with prometheus_client.start_http_server).
 """
 
 from __future__ import annotations
