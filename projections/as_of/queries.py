@@ -12,8 +12,8 @@ from ledger.errors import ValidationFailed
 from projections.as_of import CARDS, micros
 from projections.billing_documents import DOCUMENT_COLUMNS, REFUND_COLUMNS
 from projections.billing_documents import queries as live_documents
-from projections.customer_table import queries as live_table
 from projections.cursors import CursorSigner
+from projections.customer_table import queries as live_table
 from projections.store import Cursor, ViewDatabase, select_by_keys
 from projections.summary import Cards
 
