@@ -6,15 +6,18 @@ from any other host, so they work offline and behind a strict Content-Security-P
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from importlib.resources import files
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.routing import BaseRoute
 
 from api.errors import TITLES
 
@@ -124,13 +127,38 @@ SUPPORT = problems("unauthenticated", "forbidden", "validation_error")
 RESELLER = problems("unauthenticated", "forbidden", "not_found", "validation_error")
 """A reseller's routes: the token, the organization's administrator, an enabled reseller, its own resources."""
 
-def finish(document: dict[str, Any]) -> dict[str, Any]:
+def model_examples(routes: Iterable[BaseRoute]) -> dict[str, list[Any]]:
+    """The examples of the routes' body and response models and of the models inside them, by schema name, as
+    the models declare them (``json_schema_extra``). FastAPI drops every null from the document it generates,
+    examples included, so an example's ``"pending_seats": null`` would vanish and the example would no
+    longer match its own schema; ``finish`` puts these back."""
+    models: dict[type[BaseModel], None] = {}
+    for route in routes:
+        if isinstance(route, APIRoute):
+            for declared in (route.response_model, route.body_field.type_ if route.body_field else None):
+                for model in get_args(declared) or (declared,):
+                    if isinstance(model, type) and issubclass(model, BaseModel):
+                        models[model] = None
+    found: dict[str, list[Any]] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, each in [*schema.pop("$defs", {}).items(), (model.__name__, schema)]:
+            if each.get("examples"):
+                found[name] = each["examples"]
+    return found
+
+
+def finish(document: dict[str, Any], examples: dict[str, list[Any]] | None = None) -> dict[str, Any]:
     """The touches FastAPI does not make: the Problem schema; 413 (and 408) on every operation taking a body;
-    each body's schema example repeated as the media type's example, which Swagger UI and Redoc show."""
+    the models' ``examples`` as they declare them, nulls included; each body's schema example repeated as the
+    media type's example, which Swagger UI and Redoc show."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(problem_schema.pop("$defs", {}))
     schemas["Problem"] = problem_schema
+    for name, listed in (examples or {}).items():
+        if name in schemas:
+            schemas[name]["examples"] = listed
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -150,7 +178,10 @@ def _example_from_schema(content: dict[str, Any], schemas: dict[str, Any]) -> No
     for media in content.values():
         if "example" in media or "examples" in media:
             continue
-        reference = media.get("schema", {}).get("$ref", "")
+        schema = media.get("schema", {})
+        # An optional body (``body: X | None = None``) is anyOf X and null: X's example stands for it.
+        references = [each.get("$ref", "") for each in schema.get("anyOf", []) if "$ref" in each]
+        reference = schema.get("$ref") or (references[0] if len(references) == 1 else "")
         examples = schemas.get(reference.rsplit("/", 1)[-1], {}).get("examples") if reference else None
         if examples:
             media["example"] = examples[0]
@@ -163,7 +194,7 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema is None:
             app.openapi_schema = finish(get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes,
-                tags=app.openapi_tags, servers=app.servers))
+                tags=app.openapi_tags, servers=app.servers), model_examples(app.routes))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
