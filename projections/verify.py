@@ -10,6 +10,7 @@ version): that row sits at an earlier position, which the walk has already check
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from psycopg.rows import tuple_row
 from commands.chain import CHAIN_TABLE, GENESIS, event_hash, link, stream_key
 
 BATCH = 5000
+CHECKPOINT_TOPIC = "ledger:LogCheckpoint.LogCheckpointed"
 
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
@@ -154,6 +156,7 @@ REASONS = {
     "order_changed": "order changed: this event was recorded at another position",
     "chain_altered": "chain altered: the chain's own record does not link to its predecessor",
     "stream_broken": "stream broken: the stream's previous event is missing from the chain",
+    "checkpoint_mismatch": "checkpoint mismatch: the chain was rewritten since this checkpoint noted its head",
     "anchor_mismatch": "anchor mismatch: the hash at the anchored position differs from the one noted",
     "not_chained": "the log is not under the hash chain yet: run `ledger verify --upgrade` once",
 }
@@ -265,6 +268,8 @@ def _check_batch(raw: RawLog, query: Query, events: list[tuple[Any, ...]], chain
             return count, last, Failure(position, stream, version, "stream_broken")
         elif pred_hash != previous_stream_hash:
             return count, last, Failure(position, stream, version, "chain_altered")
+        if topic == CHECKPOINT_TOPIC and (found := _checkpoint_differs(raw, query, state)):
+            return count, last, Failure(position, stream, version, "checkpoint_mismatch", found)
         if anchor is not None and anchor[0] == position and anchor[1] != hashed:
             return count, last, Failure(position, stream, version, "anchor_mismatch",
                                         f"noted {anchor[1]}, now {hashed}")
@@ -273,6 +278,14 @@ def _check_batch(raw: RawLog, query: Query, events: list[tuple[Any, ...]], chain
         e_index += 1
         c_index += 1
     return count, last, None
+
+
+def _checkpoint_differs(raw: RawLog, query: Query, state: bytes) -> str | None:
+    """What differs between a LogCheckpointed event and the chain at the position it noted, if anything."""
+    noted = json.loads(state)
+    rows = query(f"SELECT event_hash FROM {raw.chain} WHERE position = ?", (noted["position"],))
+    now = rows[0][0] if rows else None
+    return None if now == noted["head_hash"] else f"noted {noted['head_hash']} at {noted['position']}, now {now}"
 
 
 def _misplaced(raw: RawLog, query: Query, event: tuple[Any, ...]) -> Failure | None:

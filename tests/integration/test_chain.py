@@ -323,3 +323,24 @@ def test_a_checkpoint_notes_the_head_of_each_block_once(populated: dict[str, str
     assert checkpoint["actor"] == "system:scheduler" and checkpoint["stream_type"] == "LogCheckpoint"
     assert checkpoint["data"]["head_hash"] == records[checkpoint["data"]["position"]]["hash"]
     assert ledger(capsys, "verify")[0] == 0 and verify_export(exported)[0] == 0
+
+
+def test_a_chain_rewritten_after_an_edit_is_caught_by_a_checkpoint(populated: dict[str, str],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from commands.checkpoints import record_checkpoint
+
+    services = _services(populated)
+    try:
+        noted = record_checkpoint(services.app, every=5)
+    finally:
+        services.close()
+    assert noted is not None
+    store = Store(populated)
+    edited = next(row[0] for row in store.rows() if row[0] <= noted.position and b'"actor":"admin"' in bytes(row[4]))
+    store.replace_state(edited, '"actor":"admin"', '"actor":"someone-else"')
+    chain = store.events.replace("ledger_events", "ledger_chain").replace("stored_events", "ledger_chain")
+    store.run(f"DELETE FROM {chain}")  # the forger recomputes the whole chain over the edited log
+    assert ledger(capsys, "verify", "--upgrade")[0] == 0
+    code, verdict = verify_json(capsys)
+    assert code == 1 and verdict["failure"]["reason"] == "checkpoint_mismatch", verdict
+    assert verdict["failure"]["position"] == store.position_of("LogCheckpointed")
