@@ -78,8 +78,12 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
     def portal_home() -> HTMLResponse:
         return HTMLResponse(portal_page)
 
-    @app.get("/healthz", tags=["service"], summary="Liveness, and any read model of this process that has stopped")
+    @app.get("/healthz", tags=["service"], summary="Liveness, and any read model of this process that has stopped",
+             responses={200: {"content": {"application/json": {"example": {"status": "ok",
+                 "stopped_projections": {}}}}}})
     def healthz() -> dict[str, object]:
+        """Liveness: 200 whenever the process answers. `status` is `degraded`, with `stopped_projections`
+        naming them, when a read model followed in this process has stopped; readiness is `/readyz`. No token."""
         stopped = services.read_side.stopped_projections()
         return {"status": "degraded" if stopped else "ok", "stopped_projections": stopped}
 

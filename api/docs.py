@@ -6,7 +6,7 @@ from any other host, so they work offline and behind a strict Content-Security-P
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib.resources import files
 from typing import Any, get_args
 
@@ -127,18 +127,32 @@ SUPPORT = problems("unauthenticated", "forbidden", "validation_error")
 RESELLER = problems("unauthenticated", "forbidden", "not_found", "validation_error")
 """A reseller's routes: the token, the organization's administrator, an enabled reseller, its own resources."""
 
+def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+    """Every operation's route, those of included routers too (FastAPI keeps an included router as one
+    entry of ``app.routes`` that holds the router: ``original_router``)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (router := getattr(route, "original_router", None)) is not None:
+            yield from api_routes(router.routes)
+
+
+def route_models(route: APIRoute) -> list[type[BaseModel]]:
+    """The models of a route's response and body (an optional body's too)."""
+    declared = (route.response_model, route.body_field.field_info.annotation if route.body_field else None)
+    return [model for each in declared for model in get_args(each) or (each,)
+            if isinstance(model, type) and issubclass(model, BaseModel)]
+
+
 def model_examples(routes: Iterable[BaseRoute]) -> dict[str, list[Any]]:
     """The examples of the routes' body and response models and of the models inside them, by schema name, as
     the models declare them (``json_schema_extra``). FastAPI drops every null from the document it generates,
     examples included, so an example's ``"pending_seats": null`` would vanish and the example would no
     longer match its own schema; ``finish`` puts these back."""
     models: dict[type[BaseModel], None] = {}
-    for route in routes:
-        if isinstance(route, APIRoute):
-            for declared in (route.response_model, route.body_field.type_ if route.body_field else None):
-                for model in get_args(declared) or (declared,):
-                    if isinstance(model, type) and issubclass(model, BaseModel):
-                        models[model] = None
+    for route in api_routes(routes):
+        for model in route_models(route):
+            models[model] = None
     found: dict[str, list[Any]] = {}
     for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

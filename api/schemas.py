@@ -97,7 +97,8 @@ class ReenableResellerIn(RequestBody):
 
 
 class TaxExemptionIn(RequestBody):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"tax_exempt": True, "reason": "VAT exemption certificate DE-2026-0042"}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tax_exempt": True,
+        "reason": "VAT exemption certificate DE-2026-0042"}]})
 
 
     tax_exempt: StrictBool
@@ -105,7 +106,8 @@ class TaxExemptionIn(RequestBody):
 
 
 class BillingInfoIn(RequestBody):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"payment_method": "pm_card_visa", "billing_email": "billing@acme.example", "country": "DE"}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"payment_method": "pm_card_visa",
+        "billing_email": "billing@acme.example", "country": "DE"}]})
 
 
     payment_method: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
@@ -115,8 +117,10 @@ class BillingInfoIn(RequestBody):
 
 class OrderIn(RequestBody):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"plan": "pro", "billing_cycle": "monthly", "organization_name": "Initech", "admin_email": "admin@initech.example", "seats": 5},
-        {"plan": "plus", "billing_cycle": "annual", "end_user_email": "ada@customer.example", "display_name": "Ada Lovelace"}]})
+        {"plan": "pro", "billing_cycle": "monthly", "organization_name": "Initech",
+            "admin_email": "admin@initech.example", "seats": 5},
+        {"plan": "plus", "billing_cycle": "annual", "end_user_email": "ada@customer.example",
+            "display_name": "Ada Lovelace"}]})
 
 
     plan: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
@@ -133,9 +137,12 @@ QuoteId = Annotated[str, StringConstraints(max_length=2000)]
 
 class CreateSubscriptionIn(OrderIn):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"plan": "pro", "billing_cycle": "monthly", "organization_name": "Initech", "admin_email": "admin@initech.example", "seats": 5,
-         "quote_id": "qt_WyJvcmdfYWNtZSIsImNyZWF0ZTo0ZjNhIiwwLDE3OTYyODcwOTEsMTc4NTBd.rQzlmYRi1Q4qFdj3Q3gb3VuWhztSdtvP"},
-        {"plan": "plus", "billing_cycle": "annual", "end_user_email": "ada@customer.example", "display_name": "Ada Lovelace"}]})
+        {"plan": "pro", "billing_cycle": "monthly", "organization_name": "Initech",
+            "admin_email": "admin@initech.example", "seats": 5,
+         "quote_id": "qt_WyJvcmdfYWNtZSIsImNyZWF0ZTo0ZjNhIiwwLDE3OTYyODcwOTEsMTc4NTBd."
+                     "rQzlmYRi1Q4qFdj3Q3gb3VuWhztSdtvP"},
+        {"plan": "plus", "billing_cycle": "annual", "end_user_email": "ada@customer.example",
+            "display_name": "Ada Lovelace"}]})
 
 
     quote_id: QuoteId | None = None
@@ -150,7 +157,9 @@ class SeatsPreviewIn(RequestBody):
 
 class SeatsIn(SeatsPreviewIn):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"seats": 8, "quote_id": "qt_WyJvcmdfYWNtZSIsInNlYXRzOjBiN2EzZjdlOjgiLDEsMTc5NjI4NzA5MSwxMDcxMF0.BIftrXfdIXXjooEniY8UW3KpAB17tSZI"},
+        {"seats": 8,
+         "quote_id": "qt_WyJvcmdfYWNtZSIsInNlYXRzOjBiN2EzZjdlOjgiLDEsMTc5NjI4NzA5MSwxMDcxMF0."
+                     "BIftrXfdIXXjooEniY8UW3KpAB17tSZI"},
         {"seats": 3}]})
 
 
@@ -250,7 +259,8 @@ class EventsOut(BaseModel):
 
 
 class PlanOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"id": "pro", "name": "Lens Pro", "kind": "organization", "monthly_cents": 3000, "annual_cents": 30000, "min_seats": 1, "max_seats": 10000}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": "pro", "name": "Lens Pro",
+        "kind": "organization", "monthly_cents": 3000, "annual_cents": 30000, "min_seats": 1, "max_seats": 10000}]})
 
 
     id: str
@@ -277,7 +287,8 @@ class CatalogOut(BaseModel):
 
 
 class CardOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"brand": "visa", "last4": "4242", "exp_month": 12,
+        "exp_year": 2030}]})
 
 
     brand: str
@@ -323,13 +334,15 @@ class BusinessIdOut(BaseModel):
 
 
 class BusinessIdsOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [{"id": "org_acme", "name": "Acme Reselling GmbH"}]}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [{"id": "org_acme",
+        "name": "Acme Reselling GmbH"}]}]})
 
 
     items: list[BusinessIdOut]
 
 
-EXAMPLE_ROW: dict[str, Any] = {"subscription_id": EXAMPLE_SUBSCRIPTION_ID, "customer": "Initech", "type": "organization", "plan": "pro",
+EXAMPLE_ROW: dict[str, Any] = {"subscription_id": EXAMPLE_SUBSCRIPTION_ID, "customer": "Initech",
+    "type": "organization", "plan": "pro",
     "plan_name": "Lens Pro", "billing_cycle": "monthly", "status": "active", "seats": 5, "pending_seats": None,
     "current_period_start": "2026-11-29T10:00:00Z", "current_period_end": "2026-12-29T10:00:00Z"}
 
@@ -352,7 +365,8 @@ class CustomerRowOut(BaseModel):
 
 
 class CustomerTableOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_ROW], "next_cursor": "eyJrIjpbIkluaXRlY2giXX0", "total": 12}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_ROW],
+        "next_cursor": "eyJrIjpbIkluaXRlY2giXX0", "total": 12}]})
 
 
     items: list[CustomerRowOut]
@@ -361,7 +375,8 @@ class CustomerTableOut(BaseModel):
 
 
 class SummaryOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"total_customers": 12, "active": 10, "canceled": 2, "total_seats": 57}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"total_customers": 12, "active": 10, "canceled": 2,
+        "total_seats": 57}]})
 
 
     total_customers: int

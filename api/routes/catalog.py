@@ -11,6 +11,9 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 @router.get("/plans", response_model=CatalogOut, summary="The plan catalog: prices per seat and the tax table")
 def plans(ledger: LedgerDep) -> CatalogOut:
+    """The plans a reseller can sell: prices per seat in integer cents for a monthly and an annual cycle, the seat
+    limits of each, and the tax rates by billing country in basis points (1900 = 19 %; a country not listed is
+    taxed at 0 %). No token is needed."""
     catalog = ledger.catalog
     return CatalogOut(currency=catalog.currency, plans=[PlanOut(**vars(plan)) for plan in catalog.plans.values()],
                       tax_rates_bps=dict(catalog.tax_rates_bps))
@@ -19,6 +22,9 @@ def plans(ledger: LedgerDep) -> CatalogOut:
 @router.get("/me/business-ids", response_model=BusinessIdsOut, responses=AUTHENTICATED,
             summary="The caller's organizations that are enabled resellers and that the caller administers")
 def business_ids(user: CurrentUser, ledger: LedgerDep) -> BusinessIdsOut:
+    """The portal's reseller selector: the organizations of the token's `orgs` where the caller's role is `admin` and
+    that are enabled resellers. Organizations where the caller is only a member, or that are not (or no longer)
+    enabled, are left out. 401 `unauthenticated` without a valid token."""
     items = []
     for org_id in sorted(user.org_roles):
         reseller = ledger.find_reseller(org_id) if user.is_admin_of(org_id) else None

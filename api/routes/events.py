@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ResellerAdmin, ServicesDep
 from api.docs import RESELLER
-from api.schemas import EventOut
+from api.schemas import EXAMPLE_EVENT, EventOut
 from ledger.errors import ValidationFailed
 from projections import feed, reseller_events
 
@@ -17,13 +17,27 @@ router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["events"], responses=R
 
 _KNOWN_TYPES = reseller_events.event_type_names()
 
+EXAMPLE_STORED: dict[str, Any] = {
+    "topic": "ledger:Subscription.Canceled",
+    "state": '{"timestamp":{"_type_":"datetime_iso","_data_":"2026-12-10T14:30:00+00:00"},"effective_at":'
+             '{"_type_":"datetime_iso","_data_":"2026-12-29T10:00:00+00:00"},"pending_seats":null,"actor":"user-42"}',
+}
+EXAMPLE_FEED_EVENT: dict[str, Any] = {
+    **EXAMPLE_EVENT, "hash": "5d1c0a8e3f2b47a69c0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d",
+    "previous_hash": "9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
+    "previous_stream_hash": "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    "stored": EXAMPLE_STORED,
+}
+
 
 class StoredOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_STORED]})
     topic: str
     state: str = Field(description="The stored state bytes as UTF-8 text, exactly as the hash covers them")
 
 
 class FeedEventOut(EventOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_FEED_EVENT]})
     hash: str | None = Field(None, description="The event's hash in the log's chain (docs/event-export.md)")
     previous_hash: str | None = None
     previous_stream_hash: str | None = None
@@ -31,6 +45,8 @@ class FeedEventOut(EventOut):
 
 
 class FeedOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_FEED_EVENT], "next_after": 42,
+        "has_more": False}]})
     items: list[FeedEventOut]
     next_after: int = Field(description="Pass as `after` to read on: the position of the last item, or the "
                                         "`after` given when there was none")

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.as_of import AsOf
 from api.deps import After, ResellerAdmin, ServicesDep
 from api.docs import RESELLER, problems
 from api.routes.portal import READ_YOUR_WRITES_SECONDS
-from api.schemas import LineOut
+from api.schemas import EXAMPLE_LINE, EXAMPLE_SUBSCRIPTION_ID, LineOut
 from commands.errors import NotFound, ProjectionLagging
 from ledger.errors import ValidationFailed
 from projections import as_of as as_of_view
@@ -26,8 +26,19 @@ from service.bootstrap import Services
 router = APIRouter(prefix="/v1/resellers/{org_id}/invoices", tags=["invoices"],
                    responses=RESELLER | problems("projection_lagging"))
 
+EXAMPLE_REFUND: dict[str, Any] = {"refund_reference": "re_3QxY2bLkdIwHu7ix1a2b3c4d", "amount_cents": 5950,
+                                  "reason": "requested_by_customer", "refunded_at": "2026-12-02T09:15:00Z"}
+EXAMPLE_INVOICE: dict[str, Any] = {
+    "id": "b67c36fa-7d85-5b07-b9f1-160a8af12f94", "reseller_id": "org_acme", "subscription_id": EXAMPLE_SUBSCRIPTION_ID,
+    "purpose": "subscription_created", "issued_at": "2026-11-29T10:00:00Z", "period_start": "2026-11-29T10:00:00Z",
+    "period_end": "2026-12-29T10:00:00Z", "currency": "USD", "lines": [EXAMPLE_LINE], "subtotal_cents": 15000,
+    "tax_rate_bps": 1900, "tax_cents": 2850, "total_cents": 17850, "payment_reference": "pi_3QxY2bLkdIwHu7ix0T2c9hJd",
+    "state": "partially_refunded", "refunded_cents": 5950, "refunds": [EXAMPLE_REFUND],
+}
+
 
 class InvoiceRefundOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REFUND]})
     refund_reference: str = Field(description="The payment processor's refund id")
     amount_cents: int
     reason: str
@@ -35,6 +46,7 @@ class InvoiceRefundOut(BaseModel):
 
 
 class InvoiceOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_INVOICE]})
     id: UUID
     reseller_id: str
     subscription_id: UUID
@@ -55,6 +67,8 @@ class InvoiceOut(BaseModel):
 
 
 class InvoicesOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_INVOICE], "next_cursor": None,
+        "total": 1}]})
     items: list[InvoiceOut]
     next_cursor: str | None
     total: int
@@ -109,6 +123,12 @@ def list_invoices(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     as_of: AsOf = None,
 ) -> InvoicesOut:
+    """The reseller's billing documents, newest first: one per charge (`subscription_created`, `seats_increased`,
+    `renewal`), with its lines, tax, total, the processor's payment reference and any refunds. Filters:
+    `subscription_id`, `from` and `to` (ISO 8601 instants with a time zone, else 422). Paged by `limit` (1 to
+    200) and `cursor` (the previous page's `next_cursor`). `?after=` waits (up to 5 s) for your last change (503
+    `projection_lagging`); `?as_of=` lists what was issued by then, with the refunds recorded by then (in the
+    future: 422)."""
     start, end = instant(issued_from, "from"), instant(issued_to, "to")
     if as_of is not None:  # as they were then: issued by as_of, with the refunds recorded by then
         if after and not services.read_side.wait_for(after, [as_of_view.NAME], READ_YOUR_WRITES_SECONDS):
@@ -127,6 +147,8 @@ def list_invoices(
 
 @router.get("/{invoice_id}", response_model=InvoiceOut, summary="One billing document, with its refunds")
 def show_invoice(invoice_id: str, access: ResellerAdmin, services: ServicesDep, after: After) -> InvoiceOut:
+    """One billing document with its lines and refunds. `?after=` waits (up to 5 s) for your last change (503
+    `projection_lagging`). 404 `not_found` for an unknown id or another reseller's."""
     _caught_up(services, after)
     document = queries.one(services.read_side.db(billing_documents.NAME), access.org_id, invoice_id)
     if document is None:

@@ -30,8 +30,13 @@ def _caught_up(services: Services, after: int | None, view: str) -> None:
 
 @router.get("/subscriptions", response_model=CustomerTableOut,
             summary="The customer table: subscriptions that have not expired, filtered, sorted and paged",
-            description="`total` counts the rows matching the filters when the first page is read; the "
-                        "`next_cursor` of each page carries it on, so every page of one listing agrees.")
+            description="The portal's customer table, one row per subscription that has not expired. `total` "
+                        "counts the rows matching the filters when the first page is read; the `next_cursor` of "
+                        "each page carries it on, so every page of one listing agrees. `?after=` waits (up to 5 s) "
+                        "for the table to include your last change (503 `projection_lagging` if it has not); "
+                        "`?as_of=` answers as the table was at that instant (in the future: 422). 422 "
+                        "`validation_error` for an unknown status or sort, a limit out of range or a cursor of "
+                        "another listing.")
 def customer_rows(
     access: ResellerAdmin,
     services: ServicesDep,
@@ -59,6 +64,10 @@ def customer_rows(
 
 @router.get("/summary", response_model=SummaryOut, summary="The summary cards over subscriptions not expired")
 def summary_cards(access: ResellerAdmin, services: ServicesDep, after: After, as_of: AsOf = None) -> SummaryOut:
+    """The portal's summary cards over the reseller's subscriptions that have not expired: customers, active, canceled
+    (ending at their period's end) and seats in all. `?after=` waits (up to 5 s) for the cards to include your
+    last change (503 `projection_lagging` if they have not); `?as_of=` answers as they were at that instant (in
+    the future: 422)."""
     if as_of is not None:
         _caught_up(services, after, as_of_view.NAME)
         return SummaryOut(**vars(as_of_queries.cards(services.read_side.db(as_of_view.NAME), access.org_id, as_of)))

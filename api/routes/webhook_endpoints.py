@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import After, Idempotency, ResellerAdmin, ServicesDep
 from api.docs import RESELLER
@@ -28,8 +28,27 @@ SIGNATURE_DOC = ("Each delivery is a POST of JSON `{id, type, created_at, resell
                  "signed in the `Ledger-Signature` header: `t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" "
                  "with the endpoint's secret>`. Deduplicate by `id`: an event may arrive more than once.")
 
+EXAMPLE_ENDPOINT: dict[str, Any] = {
+    "id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "url": "https://hooks.example.com/ledger",
+    "event_types": ["subscription.created", "subscription.canceled", "invoice.issued"],
+    "description": "Provisioning", "status": "enabled", "disabled_reason": None, "created_at": "2026-11-29T10:00:00Z",
+    "version": 1,
+}
+EXAMPLE_ATTEMPT: dict[str, Any] = {"attempt": 1, "started_at": "2026-12-10T14:30:01Z", "duration_ms": 184,
+                                   "status_code": 200, "error": None}
+EXAMPLE_DELIVERY: dict[str, Any] = {
+    "id": "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "endpoint_id": EXAMPLE_ENDPOINT["id"],
+    "event_id": "a8098c1a-f86e-41d8-9c0b-4a4f6c7e8d11", "event_type": "subscription.canceled", "position": 42,
+    "occurred_at": "2026-12-10T14:30:00Z", "status": "delivered", "attempts": 1, "next_attempt_at": None,
+    "delivered_at": "2026-12-10T14:30:01Z", "last_status_code": 200, "last_error": None,
+    "attempt_log": [EXAMPLE_ATTEMPT],
+}
+
 
 class WebhookEndpointIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"url": "https://hooks.example.com/ledger",
+        "event_types": ["subscription.created", "subscription.canceled",
+        "invoice.issued"], "description": "Provisioning"}]})
     url: str = Field(max_length=2048, description="http(s) URL; must resolve to public addresses",
                      examples=["https://hooks.example.com/ledger"])
     event_types: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES), description=", ".join(EVENT_TYPES))
@@ -37,6 +56,7 @@ class WebhookEndpointIn(BaseModel):
 
 
 class WebhookEndpointOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_ENDPOINT]})
     id: UUID
     url: str
     event_types: list[str]
@@ -48,14 +68,18 @@ class WebhookEndpointOut(BaseModel):
 
 
 class WebhookEndpointWithSecretOut(WebhookEndpointOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [{**EXAMPLE_ENDPOINT,
+        "secret": "whsec_mfrggzdfmztwq2lknnwg23tpobyxe43u"}]})
     secret: str = Field(description="The signing secret, shown only in this answer: keep it")
 
 
 class WebhookEndpointsOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_ENDPOINT]}]})
     items: list[WebhookEndpointOut]
 
 
 class AttemptOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_ATTEMPT]})
     attempt: int
     started_at: datetime
     duration_ms: int | None
@@ -64,6 +88,7 @@ class AttemptOut(BaseModel):
 
 
 class DeliveryOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_DELIVERY]})
     id: UUID
     endpoint_id: UUID
     event_id: UUID = Field(description="The `id` in the body: the same for every delivery of one event")
@@ -80,6 +105,7 @@ class DeliveryOut(BaseModel):
 
 
 class DeliveriesOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_DELIVERY], "next_cursor": "42"}]})
     items: list[DeliveryOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page")
 
@@ -120,6 +146,8 @@ def register(body: WebhookEndpointIn, access: ResellerAdmin, services: ServicesD
 
 @router.get("", response_model=WebhookEndpointsOut, summary="The reseller's webhook endpoints (not deleted)")
 def list_endpoints(access: ResellerAdmin, services: ServicesDep, after: After) -> WebhookEndpointsOut:
+    """The reseller's webhook endpoints that are not deleted, oldest first, never with their secrets. `?after=` waits
+    (up to 5 s) for your last change (503 `projection_lagging`)."""
     _caught_up(services, after, webhooks.NAME)
     with services.read_side.db(webhooks.NAME).snapshot() as cursor:
         cursor.execute("SELECT endpoint_id FROM webhook_endpoints WHERE reseller_org_id = ? AND state != 'deleted' "
@@ -131,11 +159,15 @@ def list_endpoints(access: ResellerAdmin, services: ServicesDep, after: After) -
 
 @router.get("/{id}", response_model=WebhookEndpointOut, summary="One webhook endpoint (never its secret)")
 def show(id: str, access: ResellerAdmin, services: ServicesDep) -> WebhookEndpointOut:
+    """One webhook endpoint, its event types and status (`disabled` with its reason after failing for 3 days), never
+    its secret. 404 `not_found` for an unknown id or another reseller's."""
     return _shown(_endpoints(services).endpoint(access.org_id, _endpoint_id(id)))
 
 
 @router.delete("/{id}", response_model=WebhookEndpointOut, summary="Delete a webhook endpoint: nothing more is sent")
 def delete(id: str, access: ResellerAdmin, services: ServicesDep, response: Response) -> WebhookEndpointOut:
+    """Deletes the endpoint: nothing more is sent to it, and it leaves the list. 404 `not_found` for an unknown id or
+    another reseller's; 409 `invalid_state` if it is already deleted."""
     outcome = _endpoints(services).delete(access.org_id, _endpoint_id(id), actor=access.user.user_id)
     return answer(response, outcome, _shown)
 
@@ -144,6 +176,9 @@ def delete(id: str, access: ResellerAdmin, services: ServicesDep, response: Resp
              summary="Replace the signing secret at once; the new one is shown in this answer only")
 def roll_secret(id: str, access: ResellerAdmin, services: ServicesDep, idempotency: Idempotency,
                 response: Response) -> WebhookEndpointWithSecretOut:
+    """Replaces the endpoint's signing secret at once: deliveries from now on are signed with the new secret, shown in
+    this answer only. Accepts `Idempotency-Key` (a retry answers the same secret). 404 `not_found`; 409
+    `invalid_state` for a deleted endpoint, 409 `idempotency_conflict`."""
     rolled = _endpoints(services).roll_secret(access.org_id, _endpoint_id(id), actor=access.user.user_id,
                                               idempotency=idempotency)
     return answer(response, rolled.outcome,
@@ -179,6 +214,10 @@ def deliveries(
     cursor: Annotated[str | None, Query(max_length=20, pattern=r"^\d{1,18}$",
                                         description="The `next_cursor` of the previous page")] = None,
 ) -> DeliveriesOut:
+    """Deliveries of events to this endpoint, newest first (by log position), each with its attempts: start time,
+    duration, the receiver's status code or the error. Paged by `limit` (1 to 200) and `cursor` (the previous
+    page's `next_cursor`). `?after=` waits (up to 5 s) for your last change (503 `projection_lagging`). 404
+    `not_found` for another reseller's endpoint."""
     endpoint = _endpoints(services).endpoint(access.org_id, _endpoint_id(id))
     _caught_up(services, after, webhooks.NAME)
     before = int(cursor) if cursor else None
@@ -196,6 +235,9 @@ def deliveries(
              status_code=status.HTTP_202_ACCEPTED,
              summary="Send a delivery again (soon, by the sender; with a fresh 3-day retry window)")
 def resend(id: str, delivery_id: str, access: ResellerAdmin, services: ServicesDep) -> DeliveryOut:
+    """Sends a delivery again: it is set back to pending, and the sender sends it soon with a fresh 3-day retry window;
+    202 with the delivery as it now stands. 404 `not_found` (an unknown endpoint or delivery); 409
+    `invalid_state` when the endpoint is not enabled, or the delivery is being sent right now."""
     endpoint = _endpoints(services).endpoint(access.org_id, _endpoint_id(id))
     if endpoint.state != ENABLED:
         raise InvalidState(f"webhook endpoint {endpoint.id} is {endpoint.state}: nothing is sent to it")

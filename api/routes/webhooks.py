@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from api.deps import ServicesDep
 from api.docs import problems
@@ -22,6 +22,7 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
 class WebhookReceivedOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"received": True, "duplicate": False}]})
     received: bool
     duplicate: bool
 
@@ -44,6 +45,12 @@ async def stripe_event(
     services: ServicesDep,
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> Any:
+    """Stripe's webhook endpoint, for the payment processor rather than integrators: no bearer token; the
+    `Stripe-Signature` header, made with the deployment's webhook secret, authenticates the raw body. Each
+    Stripe event is recorded once (a refund made in Stripe's dashboard, for example, is recorded on the invoice
+    its payment belongs to); a redelivery answers `duplicate: true` and changes nothing. Problems: 400
+    `invalid_signature`, 400 `invalid_payload`, 404 `not_found` when this deployment takes no payments through
+    Stripe."""
     webhooks = stripe_webhooks(services)
     payload = await request.body()
     try:

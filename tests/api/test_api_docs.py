@@ -3,13 +3,15 @@ problem+json errors actually returned, and /docs and /redoc that load nothing fr
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from api.docs import MEANINGS
+from api.docs import MEANINGS, api_routes, route_models
 from api.errors import STATUS_OF_CODE
 from tests.api.conftest import Api
 
@@ -117,3 +119,87 @@ def test_the_external_host_check_can_fail() -> None:
     assert EXTERNAL.findall('<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js">')
     assert EXTERNAL.findall('<link href="//fonts.googleapis.com/css?family=Montserrat">')
     assert not EXTERNAL.findall('<script src="/docs/assets/redoc.standalone.js">')
+
+
+# --- descriptions and examples on every operation ---------------------------------------------------------
+
+JSON = "application/json"
+
+
+def bodies(operation: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The operation's JSON request body and 2xx JSON responses: (where, media type object)."""
+    found = [("request", media) for kind, media in operation.get("requestBody", {}).get("content", {}).items()
+             if kind == JSON]
+    found += [(status, media) for status, response in operation["responses"].items() if status.startswith("2")
+              for kind, media in response.get("content", {}).items() if kind == JSON]
+    return found
+
+
+def examples_of(media: dict[str, Any]) -> list[Any]:
+    listed = [media["example"]] if "example" in media else []
+    return listed + [example["value"] for example in media.get("examples", {}).values()]
+
+
+def gaps(document: dict[str, Any]) -> list[str]:
+    """Every operation without a description, every JSON body without an example, and every example its
+    schema refuses (JSON Schema 2020-12, as OpenAPI 3.1 uses, with formats checked: date-time, uuid, email)."""
+    found = []
+    for method, path, operation in operations(document):
+        where = f"{method.upper()} {path}"
+        if not operation.get("description", "").strip():
+            found.append(f"{where}: no description")
+        for part, media in bodies(operation):
+            examples = examples_of(media)
+            if not examples:
+                found.append(f"{where} {part}: no example")
+            schema = {**media.get("schema", {}), "components": document["components"]}
+            validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            for example in examples:
+                found += [f"{where} {part}: {error.json_path}: {error.message}"
+                          for error in validator.iter_errors(example)]
+    return found
+
+
+def test_every_operation_has_a_description_and_every_json_body_a_valid_example(document: dict[str, Any]) -> None:
+    assert not gaps(document), "\n".join(gaps(document))
+
+
+def test_every_component_schema_example_is_valid(document: dict[str, Any]) -> None:
+    """The examples of nested schemas (a line, a card, a plan) too, which Swagger UI shows on its own."""
+    schemas = document["components"]["schemas"]
+    for name, schema in schemas.items():
+        validator = Draft202012Validator({**schema, "components": document["components"]},
+                                         format_checker=Draft202012Validator.FORMAT_CHECKER)
+        for example in schema.get("examples", []):
+            errors = [f"{error.json_path}: {error.message}" for error in validator.iter_errors(example)]
+            assert not errors, (name, errors)
+
+
+def test_the_description_and_example_check_can_fail(document: dict[str, Any]) -> None:
+    broken = copy.deepcopy(document)
+    operation = broken["paths"]["/v1/resellers/{org_id}/subscriptions"]["post"]
+    del operation["description"]
+    del operation["requestBody"]["content"][JSON]["example"]
+    operation["responses"]["201"]["content"][JSON]["example"] = {"id": "not a uuid", "seats": "five"}
+    found = gaps(broken)
+    where = "POST /v1/resellers/{org_id}/subscriptions"
+    assert f"{where}: no description" in found
+    assert f"{where} request: no example" in found
+    assert any(gap.startswith(f"{where} 201: $.id: 'not a uuid' is not a 'uuid'") for gap in found), found
+    assert any(gap.startswith(f"{where} 201: $.seats:") for gap in found), found
+    assert any("'version' is a required property" in gap for gap in found), found
+
+
+def test_the_models_accept_their_own_examples(sandbox_api: Api) -> None:
+    """Pydantic's own rules too (strict integers, known countries, no unknown field), beyond what the JSON
+    schema says: each route's body and response model validates each of its examples."""
+    checked = set()
+    for route in api_routes(sandbox_api.client.app.routes):
+        for model in route_models(route):
+            extra = model.model_config.get("json_schema_extra")
+            examples = extra.get("examples") if isinstance(extra, dict) else None
+            assert examples, f"{route.path}: {model.__name__} has no example"
+            for example in examples:
+                model.model_validate(example)
+            checked.add(model)
+    assert len(checked) >= 25, sorted(model.__name__ for model in checked)
