@@ -145,6 +145,7 @@ def test_increase_decrease_cancel_resume_and_history_from_the_actions_menu(page:
     choose(page, "Umbrella", "Cancel Subscription")
     expect(dialog).to_contain_text("stays usable until")
     dialog.get_by_role("button", name="Keep subscription").click()
+    expect(page.locator("dialog[open]")).to_have_count(0)
     expect(status).to_contain_text("pending")
     choose(page, "Umbrella", "Cancel Subscription")
     dialog.get_by_role("button", name="Cancel Subscription").click()
@@ -169,6 +170,24 @@ def test_increase_decrease_cancel_resume_and_history_from_the_actions_menu(page:
     expect(events.nth(3)).to_contain_text("Canceled: usable until")
     expect(events.nth(4)).to_contain_text("Resumed")
     page.keyboard.press("Escape")
+    expect(page.locator("dialog[open]")).to_have_count(0)
+
+
+def test_a_dialog_closed_while_it_loads_stays_closed(page: Any, portal: Portal) -> None:
+    """The history opens at once, loading; Escape before its events arrive closes it for good (its
+    request is dropped), so nothing pops up later over what the reseller went on to do."""
+    sign_in(page, portal.admin_token)
+    held: list[Any] = []
+    page.route("**/events", lambda route: held.append(route))  # the events response does not come until the test says so
+    choose(page, "Globex", "View history")
+    expect(page.locator("dialog[open]")).to_contain_text("History: Globex")
+    expect(page.locator("dialog[open]")).to_contain_text("Loading…")
+    page.keyboard.press("Escape")
+    expect(page.locator("dialog[open]")).to_have_count(0)
+    assert len(held) == 1
+    held[0].continue_()  # the events arrive late; the page dropped that request, or ignores its answer
+    page.get_by_role("link", name="Invoices").click()
+    expect(page.locator("#invoices-rows tr").first.locator("td[data-label=Customer]")).not_to_be_empty()
     expect(page.locator("dialog[open]")).to_have_count(0)
 
 
@@ -221,9 +240,12 @@ def test_every_screen_passes_axe_and_fits_390_px(page: Any, portal: Portal) -> N
     page.locator("dialog[open]").get_by_label("Organization name").fill("Axe Inc")
     assert serious_violations(page) == []
     page.keyboard.press("Escape")
+    expect(page.locator("dialog[open]")).to_have_count(0)
     choose(page, "Globex", "View history")
+    expect(page.locator("dialog[open] .timeline li").first).to_be_visible()  # the history, not its loading state
     assert serious_violations(page) == []
     page.keyboard.press("Escape")
+    expect(page.locator("dialog[open]")).to_have_count(0)
     for screen in ("invoices", "billing"):
         page.get_by_role("link", name=screen.capitalize()).click()
         page.wait_for_selector(f"#screen-{screen}:not([hidden])")

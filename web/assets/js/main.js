@@ -2,7 +2,7 @@
 // (#customers, #invoices, #invoices/<id>, #billing). Each screen's code is in its own module.
 import { resetCustomers, showCustomers } from "./customers/screen.js";
 import { session } from "./lib/session.js";
-import { clearNotice } from "./lib/ui.js";
+import { clearNotice, closeDialog } from "./lib/ui.js";
 import { showSignIn, signIn, wireSignIn } from "./signin.js";
 
 const $ = (id) => document.getElementById(id);
@@ -22,6 +22,7 @@ function tokenInAddress() {
 }
 
 async function route() {
+  closeDialog(); // a dialog belongs to the screen it was opened on (e.g. Back while one is open)
   const token = tokenInAddress();
   if (token !== null) {
     clearNotice();

@@ -34,14 +34,19 @@ function story(e) {
 
 const actorName = (actor) => (actor?.startsWith("system:") ? "the ledger (automatic)" : actor || "unknown");
 
-export async function historyDialog(row) {
+/** Fills `pending` (a loading dialog, see loadingDialog) once the events arrive, if it is still open. */
+export async function historyDialog(row, pending) {
   let events;
   try {
-    events = await api("GET", `/v1/resellers/${session.org}/subscriptions/${row.subscription_id}/events`);
+    events = await api("GET", `/v1/resellers/${session.org}/subscriptions/${row.subscription_id}/events`,
+      { signal: pending.signal });
   } catch (error) {
+    if (!pending.isOpen()) return;
+    pending.close();
     reportError(error);
     return;
   }
+  if (!pending.isOpen()) return; // closed while loading: it stays closed
   openDialog({
     title: `History: ${row.customer}`,
     wide: true,

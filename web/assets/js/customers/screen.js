@@ -3,7 +3,7 @@
 import { api, fresh, isAbort } from "../lib/api.js";
 import { day, html, plural, raw, STATUS_WORDS } from "../lib/format.js";
 import { session } from "../lib/session.js";
-import { debounce, latest, reportError, wireMenus } from "../lib/ui.js";
+import { debounce, latest, loadingDialog, reportError, wireMenus } from "../lib/ui.js";
 
 const PAGE = 20;
 const COLUMNS = [
@@ -125,15 +125,25 @@ function wire() {
   $("customers-status").addEventListener("change", () => { state.status = $("customers-status").value; reload({ toFirstPage: true }); });
   $("customers-prev").addEventListener("click", () => { if (state.page > 0) { state.page -= 1; reload(); } });
   $("customers-next").addEventListener("click", () => { if (state.cursors[state.page + 1]) { state.page += 1; reload(); } });
-  // The dialogs are modules of their own, loaded when first used.
-  $("customers-create").addEventListener("click", async () => (await import("./create.js")).createDialog(() => reload()));
+  // The dialogs are modules of their own, loaded when first used. The dialog opens at once (loading)
+  // and is filled once its module (and data) arrive, unless it was closed meanwhile: a slow response
+  // never opens a dialog the reseller already dismissed, or over another screen.
+  $("customers-create").addEventListener("click", async () => {
+    const pending = loadingDialog("Create Subscription", { wide: true });
+    const { createDialog } = await import("./create.js");
+    if (pending.isOpen()) createDialog(() => reload());
+  });
   wireMenus($("customers-rows"), async (action, id) => {
     const row = rowOf(id);
     if (!row) return;
-    if (action === "seats") (await import("./seats.js")).seatsDialog(row, () => reload());
-    else if (action === "cancel") (await import("./cancel.js")).cancelDialog(row, () => reload());
-    else if (action === "resume") (await import("./cancel.js")).resume(row, () => reload());
-    else if (action === "history") (await import("./history.js")).historyDialog(row);
+    if (action === "resume") { (await import("./cancel.js")).resume(row, () => reload()); return; }
+    const title = { seats: `Modify Seats: ${row.customer}`, cancel: `Cancel the subscription of ${row.customer}?`,
+      history: `History: ${row.customer}` }[action];
+    if (!title) return;
+    const pending = loadingDialog(title, { wide: action !== "cancel" });
+    if (action === "seats") { const m = await import("./seats.js"); if (pending.isOpen()) m.seatsDialog(row, pending, () => reload()); }
+    else if (action === "cancel") { const m = await import("./cancel.js"); if (pending.isOpen()) m.cancelDialog(row, () => reload()); }
+    else { const m = await import("./history.js"); if (pending.isOpen()) m.historyDialog(row, pending); }
   });
 }
 

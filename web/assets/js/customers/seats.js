@@ -7,14 +7,19 @@ import { session } from "../lib/session.js";
 import { announce, debounce, latest, openDialog, reportError } from "../lib/ui.js";
 import { previewTable } from "./preview.js";
 
-export async function seatsDialog(row, afterChange) {
+/** Fills `pending` (a loading dialog, see loadingDialog) once the subscription arrives, if it is still open. */
+export async function seatsDialog(row, pending, afterChange) {
   let subscription;
   try {
-    subscription = await api("GET", `/v1/resellers/${session.org}/subscriptions/${row.subscription_id}`);
+    subscription = await api("GET", `/v1/resellers/${session.org}/subscriptions/${row.subscription_id}`,
+      { signal: pending.signal });
   } catch (error) {
+    if (!pending.isOpen()) return;
+    pending.close();
     reportError(error);
     return;
   }
+  if (!pending.isOpen()) return; // closed while loading: it stays closed
   const s = subscription;
   const plan = session.plan(s.plan) || { min_seats: 1, max_seats: 10000 };
   const dialog = openDialog({

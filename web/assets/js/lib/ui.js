@@ -28,11 +28,15 @@ export function clearNotice() { const region = $("notices"); region.innerHTML = 
 
 /**
  * Opens the dialog with a form. `body` is html``; `onConfirm(form)` runs on submit and may throw a
- * Problem, shown in the dialog in plain words. Returns {form, close, setError, setBusy}.
+ * Problem, shown in the dialog in plain words. Returns {form, close, setError, setBusy, isOpen, signal}:
+ * `isOpen()` says whether this opening is still the one on screen (not closed by Escape, Close or a
+ * change of screen, nor replaced by another dialog), `signal` is aborted once it is not.
  */
 export function openDialog({ title, body, confirmLabel = "Confirm", cancelLabel = "Close", onConfirm, wide = false, danger = false }) {
   const dialog = $("dialog");
-  if (dialog.open) dialog.close();
+  closeDialog();
+  const opening = new AbortController();
+  current = opening;
   dialog.className = wide ? "wide" : "";
   const form = document.createElement("form");
   form.noValidate = true;
@@ -50,7 +54,9 @@ export function openDialog({ title, body, confirmLabel = "Confirm", cancelLabel 
   const controller = {
     form,
     confirm,
-    close() { if (dialog.open) dialog.close(); },
+    signal: opening.signal,
+    isOpen() { return current === opening && dialog.open; },
+    close() { if (controller.isOpen()) closeDialog(); },
     setError(error) {
       if (!error) { errorBox.innerHTML = ""; return; }
       const { text, action } = typeof error === "string" ? { text: error } : plainWords(error);
@@ -78,6 +84,28 @@ export function openDialog({ title, body, confirmLabel = "Confirm", cancelLabel 
   const first = form.querySelector("input:not([type=hidden]):not([disabled]), select, textarea");
   (first || form.querySelector("[data-close]")).focus();
   return controller;
+}
+
+let current = null; // the AbortController of the opening on screen
+
+/** Closes the dialog, whichever opening it shows; a response that arrives later does not reopen it. */
+export function closeDialog() {
+  const dialog = $("dialog");
+  if (dialog.open) dialog.close();
+  current?.abort();
+  current = null;
+}
+
+// Escape closes the dialog without us; the event comes a task later, when another opening may be on screen.
+$("dialog").addEventListener("close", (event) => { if (!event.target.open) { current?.abort(); current = null; } });
+
+/**
+ * Opens the dialog at once, saying that it is loading, for a dialog whose code or data arrive later:
+ * the reseller sees that the choice was taken, and can close it (Escape, Close) before it is ready.
+ * Whoever fills it checks `isOpen()` after each wait and opens nothing once it is closed.
+ */
+export function loadingDialog(title, { wide = false } = {}) {
+  return openDialog({ title, wide, cancelLabel: "Close", body: html`<p class="muted" role="status">Loading…</p>` });
 }
 
 // --- debouncing ---------------------------------------------------------------------------------
