@@ -53,31 +53,42 @@ def read_answer(connection: socket.socket) -> bytes:
     return received
 
 
-def read_response(connection: socket.socket) -> bytes:
-    """One response, whose body has a Content-Length."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += connection.recv(65536)
-    head, _, body = received.partition(b"\r\n\r\n")
-    fields = dict(line.split(b":", 1) for line in head.lower().split(b"\r\n")[1:])
-    length = int(fields[b"content-length"])
-    while len(body) < length:
-        body += connection.recv(65536)
-    return head + b"\r\n\r\n" + body
+def read_response(connection: socket.socket, received: bytes = b"") -> bytes:
+    """One response, whose body has a Content-Length, of which ``received`` are the first bytes: what arrived
+    of it if the server closes before its end."""
+
+    def more() -> bytes:
+        if not (chunk := connection.recv(65536)):
+            raise EOFError
+        return chunk
+
+    with contextlib.suppress(EOFError):
+        while b"\r\n\r\n" not in received:
+            received += more()
+        head, _, body = received.partition(b"\r\n\r\n")
+        fields = dict(line.split(b":", 1) for line in head.lower().split(b"\r\n")[1:])
+        length = int(fields[b"content-length"])
+        while len(body) < length:
+            body += more()
+        return head + b"\r\n\r\n" + body
+    return received
 
 
 def send_until_answered(connection: socket.socket, pieces: Iterator[bytes]) -> tuple[int, bytes]:
-    """Send piece after piece until the server answers (read at once, before a reset could lose it) or closes
-    the connection: how many bytes were sent, and the answer."""
+    """Send piece after piece until the server answers or closes the connection: how many bytes were sent,
+    and the answer, read to its end (its head and body may come in separate pieces)."""
     sent = 0
     connection.settimeout(0.02)
     for piece in pieces:
         try:
-            if answer := connection.recv(65536):
-                return sent, answer
-            return sent, b""  # closed without an answer
+            answer = connection.recv(65536)
         except TimeoutError:
             pass
+        else:
+            if not answer:
+                return sent, b""  # closed without an answer
+            connection.settimeout(10)
+            return sent, read_response(connection, answer)
         try:
             connection.sendall(piece)
         except (BrokenPipeError, ConnectionResetError):
