@@ -51,7 +51,7 @@ def event_hash(position: int, stream_id: str, version: int, topic: str, state: b
         # The same bytes as canonical() writes for these values (none needs escaping), made faster.
         text = (f'{{"position":{int(position)},"previous_hash":"{previous_hash}","previous_stream_hash":'
                 f'"{previous_stream_hash}","state_sha256":"{state_sha256}","stream_id":"{stream_id}",'
-                f'"topic":{_json_string(topic)},"version":{int(version)}}}').encode("utf-8")
+                f'"topic":{_json_string(topic)},"version":{int(version)}}}').encode()
     else:
         text = canonical({"position": position, "previous_hash": previous_hash,
                           "previous_stream_hash": previous_stream_hash, "state_sha256": state_sha256,

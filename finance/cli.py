@@ -74,7 +74,8 @@ def register(subparsers: Any, command_factory: CommandFactory,
                              "exit 3 when the ledger's store cannot be read")
     _period_arguments(export)
     export.add_argument("--format", choices=["csv"], default="csv", help="the file format (csv)")
-    export.add_argument("--output", "-o", type=Path, metavar="FILE", help="where to write it (default: standard output)")
+    export.add_argument("--output", "-o", type=Path, metavar="FILE",
+                        help="where to write it (default: standard output)")
 
 
 def parse_instant(text: str, option: str) -> datetime:

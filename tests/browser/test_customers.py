@@ -178,7 +178,8 @@ def test_a_dialog_closed_while_it_loads_stays_closed(page: Any, portal: Portal) 
     request is dropped), so nothing pops up later over what the reseller went on to do."""
     sign_in(page, portal.admin_token)
     held: list[Any] = []
-    page.route("**/events", lambda route: held.append(route))  # the events response does not come until the test says so
+    # the events response does not come until the test says so
+    page.route("**/events", lambda route: held.append(route))
     with page.expect_request("**/events"):  # the request is out (and held) before the reseller presses Escape
         choose(page, "Globex", "View history")
     expect(page.locator("dialog[open]")).to_contain_text("History: Globex")
