@@ -199,9 +199,11 @@ def queries_at_scale(services: Services, backend: str, calls: int, start: dateti
         common.show(common.latency("as_of summary cards", backend, label,
                                    timed(at_list, lambda at: queries.cards(db, common.ORG, at))))
     live = services.read_side.db(customer_table.NAME)
-    common.show(common.latency("live table: first page (reference)", backend, "now",
-                               common.time_each(calls, lambda: live_queries.page(live, signer,
-                                                                                 reseller_org_id=common.ORG))))
+    for label, filters in (("first page", {}), ("status=canceled", {"status": "canceled"}), ("q='42'", {"q": "42"}),
+                           ("sort -seats", {"sort": "-seats"})):
+        common.show(common.latency(f"live table: {label} (reference)", backend, "now",
+                                   common.time_each(calls, lambda f=filters: live_queries.page(
+                                       live, signer, reseller_org_id=common.ORG, **f))))
 
 
 def main() -> int:

@@ -32,61 +32,60 @@ def _cards(read: Cursor, reseller_org_id: str, at: int) -> Cards:
     return Cards(*row) if row else Cards(0, 0, 0, 0)
 
 
+SMALL_ANSWER = 2_000
+"""A page whose rows at T number at most this is gathered through a narrow index and sorted, rather than
+found by walking the sort's index, which holds every version of every instant."""
+
+
 def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, as_of: datetime,
          status: str | None = None, plan: str | None = None, q: str | None = None, sort: str = "customer",
-         limit: int = 50, cursor: str | None = None) -> live_table.Page:
+         limit: int = 50, cursor: str | None = None, small_answer: int = SMALL_ANSWER) -> live_table.Page:
     """The customer table as it was at ``as_of``: the rows of subscriptions that had not expired then."""
-    descending = sort.startswith("-")
-    column = live_table.SORTABLE.get(sort.removeprefix("-"))
-    if column is None:
-        raise ValidationFailed("sort", f"sort by one of {', '.join(live_table.SORTABLE)} (prefix - for descending)")
-    if status is not None and status not in live_table.STATUSES:
-        raise ValidationFailed("status", f"status is one of {', '.join(live_table.STATUSES)}")
-    if not 1 <= limit <= 200:
-        raise ValidationFailed("limit", "limit is from 1 to 200")
+    asked = live_table.listing(reseller_org_id=reseller_org_id, status=status, plan=plan, q=q, sort=sort,
+                               limit=limit)
     at = micros(as_of)
-    where, params = ["reseller_org_id = ?", HOLDS], [reseller_org_id, at, at]
-    if status:
-        where.append("status = ?")
-        params.append(status)
-    if plan:
-        where.append("plan = ?")
-        params.append(plan)
-    if q:
-        where.append("customer_search LIKE ? ESCAPE '\\'")
-        params.append("%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-    query = {"reseller": reseller_org_id, "as_of": at, "status": status, "plan": plan, "q": q, "sort": sort}
-    page_where, page_params = list(where), list(params)
+    query = {**asked.query, "as_of": at}
+    where, params = [*asked.where, HOLDS], [*asked.params, at, at]
+    page_where, page_params = where, params
     total: int | None = None
     if cursor:
         last_value, last_id, total = signer.read(cursor, query)
-        page_where.append(f"({column}, subscription_id) {'<' if descending else '>'} (?, ?)")
-        page_params += [last_value, last_id]
-    order = "DESC" if descending else "ASC"
+        page_where, page_params = asked.after(last_value, last_id)
+        page_where, page_params = [*page_where, HOLDS], [*page_params, at, at]
+    filtered = bool(status or plan or q)
+    # The index that narrows the versions the most: the filter's (status before plan before the search).
+    narrowest = "status" if status else "plan" if plan else "customer_search"
     with db.snapshot() as read:
+        listed = _cards(read, reseller_org_id, at).total_customers  # the rows at T, without a filter
+        # Few rows at T (early in the history): the versions begun by T are few too, so read those.
+        counted_by = "validity" if listed <= small_answer else narrowest
         if total is None:
-            if not (status or plan or q):
-                total = _cards(read, reseller_org_id, at).total_customers  # one step of the cards: no count
+            if not filtered:
+                total = listed
             else:
-                # Counted in the index of the narrowest filter, which carries the interval too.
-                narrowest = "status" if status else "plan" if plan else "customer_search"
-                hint = f" INDEXED BY as_of_subscriptions_by_{narrowest}" if db.dialect == "sqlite" else ""
-                read.execute(f"SELECT COUNT(*) FROM as_of_subscriptions{hint} WHERE {' AND '.join(where)}", params)
+                read.execute(f"SELECT COUNT(*) FROM as_of_subscriptions{_hint(db, counted_by)} "
+                             f"WHERE {' AND '.join(where)}", params)
                 total = int(read.fetchone()[0])
         found: list[Any] = []
         if total:
-            # Walk the sort's index and keep the versions that hold at T (the index carries the interval):
-            # SQLite, without statistics, would rather read every version begun by T and sort them.
-            hint = f" INDEXED BY as_of_subscriptions_by_{column}" if db.dialect == "sqlite" else ""
-            read.execute(f"SELECT {', '.join(live_table.OUT)}, {column} FROM as_of_subscriptions{hint} "
-                         f"WHERE {' AND '.join(page_where)} ORDER BY {column} {order}, subscription_id {order} "
-                         "LIMIT ?", [*page_params, limit + 1])
+            # A large answer: walk the sort's index, keeping the versions that hold at T and match (the index
+            # carries the interval); the page fills quickly. A small one: gather it, then sort it.
+            by = counted_by if total <= small_answer else asked.column
+            read.execute(f"SELECT {', '.join(live_table.OUT)}, {asked.column} FROM as_of_subscriptions"
+                         f"{_hint(db, by)} WHERE {' AND '.join(page_where)} ORDER BY {asked.column} "
+                         f"{asked.order}, subscription_id {asked.order} LIMIT ?", [*page_params, limit + 1])
             found = read.fetchall()
     more = len(found) > limit
     found = found[:limit]
     items = [dict(zip(live_table.OUT, row[:-1])) for row in found]
     next_cursor = signer.issue(query, [found[-1][-1], found[-1][0], total]) if more else None
     return live_table.Page(items, next_cursor, total)
+
+
+def _hint(db: ViewDatabase, index: str) -> str:
+    """SQLite, without statistics, picks its index by the query's shape, not by the data: name it. (PostgreSQL
+    plans with its statistics.)"""
+    return f" INDEXED BY as_of_subscriptions_by_{index}" if db.dialect == "sqlite" else ""
 
 
 def every_row(db: ViewDatabase, reseller_org_id: str, as_of: datetime) -> list[dict[str, Any]]:

@@ -23,10 +23,28 @@ class Page:
     total: int
 
 
-def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, status: str | None = None,
-         plan: str | None = None, q: str | None = None, sort: str = "customer", limit: int = 50,
-         cursor: str | None = None) -> Page:
-    descending = sort.startswith("-")
+@dataclass(frozen=True)
+class Listing:
+    """A validated request for the table: the sort's column and direction, the filters as SQL terms, and the
+    query a cursor is bound to."""
+    column: str
+    descending: bool
+    where: list[str]
+    params: list[Any]
+    query: dict[str, Any]
+
+    @property
+    def order(self) -> str:
+        return "DESC" if self.descending else "ASC"
+
+    def after(self, last_value: Any, last_id: str) -> tuple[list[str], list[Any]]:
+        """The terms and parameters of the page that follows the row (last_value, last_id)."""
+        return ([*self.where, f"({self.column}, subscription_id) {'<' if self.descending else '>'} (?, ?)"],
+                [*self.params, last_value, last_id])
+
+
+def listing(*, reseller_org_id: str, status: str | None, plan: str | None, q: str | None, sort: str,
+            limit: int) -> Listing:
     column = SORTABLE.get(sort.removeprefix("-"))
     if column is None:
         raise ValidationFailed("sort", f"sort by one of {', '.join(SORTABLE)} (prefix - for descending)")
@@ -45,14 +63,20 @@ def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, status
         where.append("customer_search LIKE ? ESCAPE '\\'")
         params.append("%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
     query = {"reseller": reseller_org_id, "status": status, "plan": plan, "q": q, "sort": sort}
+    return Listing(column, sort.startswith("-"), where, params, query)
+
+
+def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, status: str | None = None,
+         plan: str | None = None, q: str | None = None, sort: str = "customer", limit: int = 50,
+         cursor: str | None = None) -> Page:
+    asked = listing(reseller_org_id=reseller_org_id, status=status, plan=plan, q=q, sort=sort, limit=limit)
+    column, order, where, params = asked.column, asked.order, asked.where, asked.params
     page_where, page_params = list(where), list(params)
     total: int | None = None
     if cursor:
         # The total is counted for the first page and carried by the cursor: the listing's own total.
-        last_value, last_id, total = signer.read(cursor, query)
-        page_where.append(f"({column}, subscription_id) {'<' if descending else '>'} (?, ?)")
-        page_params += [last_value, last_id]
-    order = "DESC" if descending else "ASC"
+        last_value, last_id, total = signer.read(cursor, asked.query)
+        page_where, page_params = asked.after(last_value, last_id)
     with db.snapshot() as read:
         if total is None:
             read.execute(f"SELECT COUNT(*) FROM customer_table WHERE {' AND '.join(where)}", params)
@@ -63,5 +87,5 @@ def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, status
     more = len(found) > limit
     found = found[:limit]
     items = [dict(zip(OUT, row[:-1])) for row in found]
-    next_cursor = signer.issue(query, [found[-1][-1], found[-1][0], total]) if more else None
+    next_cursor = signer.issue(asked.query, [found[-1][-1], found[-1][0], total]) if more else None
     return Page(items, next_cursor, total)

@@ -85,6 +85,21 @@ def fold(world: SandboxWorld, streams: dict[UUID, list[Any]], at: datetime) -> d
     return found
 
 
+def walk(db: Any, org: str, at: datetime, small_answer: int, **asked: str) -> list[dict[str, Any]]:
+    """Every page of the listing, two rows at a time; each page tells the same total, the rows walked."""
+    walked: list[dict[str, Any]] = []
+    cursor, totals = None, set()
+    while True:
+        page = queries.page(db, SIGNER, reseller_org_id=org, as_of=at, limit=2, cursor=cursor,
+                            small_answer=small_answer, **asked)
+        walked += page.items
+        totals.add(page.total)
+        if (cursor := page.next_cursor) is None:
+            break
+    assert totals == {len(walked)}
+    return walked
+
+
 def check_instant(world: SandboxWorld, subscriptions: dict[UUID, list[Any]], invoices: dict[UUID, list[Any]],
                   at: datetime) -> None:
     db = world.read_side.db(as_of.NAME)
@@ -94,17 +109,14 @@ def check_instant(world: SandboxWorld, subscriptions: dict[UUID, list[Any]], inv
         mine = [s for s in listed if s.reseller_org_id == org]
         expected = sorted((row_of(s) for s in mine), key=lambda r: (r["customer"].lower(), r["subscription_id"]))
         assert queries.every_row(db, org, at) == expected, at
-        walked, cursor, totals = [], None, set()
-        while True:  # paged two at a time, newest period end first
-            page = queries.page(db, SIGNER, reseller_org_id=org, as_of=at, sort="-current_period_end", limit=2,
-                                cursor=cursor)
-            walked += page.items
-            totals.add(page.total)
-            if (cursor := page.next_cursor) is None:
-                break
-        assert walked == sorted(expected, key=lambda r: (r["current_period_end"], r["subscription_id"]),
-                                reverse=True)
-        assert totals == {len(expected)}
+        by_period_end = sorted(expected, key=lambda r: (r["current_period_end"], r["subscription_id"]),
+                               reverse=True)
+        # Both ways of reading a page: walking the sort's index, and gathering a small answer then sorting it.
+        for small_answer in (0, 10**9):
+            assert walk(db, org, at, small_answer, sort="-current_period_end") == by_period_end
+            for status in ("active", "pending", "canceled"):
+                assert walk(db, org, at, small_answer, status=status) == [
+                    r for r in expected if r["status"] == status]
         canceled = sum(s.cancel_at_period_end for s in mine)
         assert vars(queries.cards(db, org, at)) == {"total_customers": len(mine), "active": len(mine) - canceled,
                                                     "canceled": canceled, "total_seats": sum(s.seats for s in mine)}
