@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -42,11 +43,11 @@ class Recorded:
     def version(self) -> int:
         return self.event.originator_version
 
-    @property
+    @cached_property  # asked by every projection of every event in a rebuild
     def type(self) -> str:
         return events.type_name(self.event)
 
-    @property
+    @cached_property
     def stream_type(self) -> str:
         return events.aggregate_name(self.event)
 

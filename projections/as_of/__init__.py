@@ -32,7 +32,7 @@ from projections.billing_documents import DOCUMENT_COLUMNS, REFUND_COLUMNS, Docu
 from projections.customer_table import CHANGES, COLUMNS, Row
 from projections.log import Recorded
 from projections.runner import UnhandledEvent
-from projections.store import Cursor, select_by_keys
+from projections.store import Cursor, row_values, select_by_keys
 
 NAME = "as_of"
 OPEN = 2**62
@@ -231,7 +231,7 @@ class AsOf:
         """Replace each stream's open version (as loaded) by the versions it has now."""
         cursor.executemany(f"DELETE FROM {table} WHERE {key} = ? AND valid_to = {OPEN}",
                            [(k,) for k in versions])
-        rows = [(*dataclasses.astuple(v.value), v.valid_from, v.valid_to)
+        rows = [(*row_values(v.value), v.valid_from, v.valid_to)
                 for stream in versions.values() for v in stream]
         if rows:
             cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ledger import events
@@ -13,7 +13,7 @@ from ledger.invoice import PAID, PARTIALLY_REFUNDED, REFUNDED
 from ledger.pricing import Bill
 from projections.log import Recorded
 from projections.runner import UnhandledEvent
-from projections.store import Cursor, select_by_keys
+from projections.store import Cursor, row_values, select_by_keys
 
 NAME = "billing_documents"
 ISSUED, REFUNDED_EVENT = "InvoiceIssued", "InvoiceRefunded"
@@ -131,11 +131,11 @@ class BillingDocuments:
         assignments = "refunded_cents = excluded.refunded_cents, state = excluded.state"
         cursor.executemany(f"INSERT INTO billing_documents ({', '.join(DOCUMENT_COLUMNS)}) VALUES "
                            f"({', '.join('?' * len(DOCUMENT_COLUMNS))}) ON CONFLICT (invoice_id) DO UPDATE SET "
-                           f"{assignments}", [astuple(d) for d in documents.values()])
+                           f"{assignments}", [row_values(d) for d in documents.values()])
         if refunds:
             # A refund reference recorded twice is a ledger fault: the unique key stops the view at it.
             cursor.executemany(f"INSERT INTO billing_refunds ({', '.join(REFUND_COLUMNS)}) VALUES "
-                               f"({', '.join('?' * len(REFUND_COLUMNS))})", [astuple(r) for r in refunds])
+                               f"({', '.join('?' * len(REFUND_COLUMNS))})", [row_values(r) for r in refunds])
 
     def rows(self, cursor: Cursor) -> Iterable[tuple[Any, ...]]:
         cursor.execute(f"SELECT 'document', {', '.join(DOCUMENT_COLUMNS)} FROM billing_documents "

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ledger import events
 from ledger.subscription import ACTIVE, CANCELED, PAST_DUE, PENDING
 from projections.log import Recorded
 from projections.runner import UnhandledEvent
-from projections.store import Cursor, select_by_keys
+from projections.store import Cursor, row_values, select_by_keys
 
 NAME = "customer_table"
 
@@ -96,7 +96,7 @@ class CustomerTable:
                 raise UnhandledEvent(f"no row for subscription {key}: its creation was never seen")
             rows[key] = change(rows.get(key), recorded.event)
         gone = [(key,) for key, row in rows.items() if row is None]
-        kept = [astuple(row) for row in rows.values() if row is not None]
+        kept = [row_values(row) for row in rows.values() if row is not None]
         if gone:
             cursor.executemany("DELETE FROM customer_table WHERE subscription_id = ?", gone)
         if kept:

@@ -4,7 +4,7 @@ scheduler reads this instead of scanning aggregates."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -12,7 +12,7 @@ from uuid import UUID
 from ledger import events
 from projections.log import Recorded
 from projections.runner import UnhandledEvent
-from projections.store import Cursor, ViewDatabase, select_by_keys
+from projections.store import Cursor, ViewDatabase, row_values, select_by_keys
 
 NAME = "due_dates"
 NO_EFFECT = frozenset({"SeatsIncreased", "SeatDecreaseScheduled", "SeatDecreaseWithdrawn"})
@@ -70,7 +70,7 @@ class DueDates:
             else:
                 raise UnhandledEvent(f"the due dates do not know {recorded.type} events")
         gone = [(key,) for key, due in dues.items() if due is None]
-        kept = [astuple(due) for due in dues.values() if due is not None]
+        kept = [row_values(due) for due in dues.values() if due is not None]
         if gone:
             cursor.executemany("DELETE FROM due_dates WHERE subscription_id = ?", gone)
         if kept:

@@ -11,7 +11,7 @@ state, and a view rebuilt from an empty table would send every invitation again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -20,7 +20,7 @@ from ledger.catalog import ORGANIZATION, SINGLE_USER
 from projections.invitations.letters import Letter, activation_letter, administration_letter
 from projections.log import Recorded
 from projections.runner import UnhandledEvent
-from projections.store import Cursor
+from projections.store import Cursor, row_values
 
 NAME = "invitations"
 
@@ -131,7 +131,7 @@ class Invitations:
             cursor.executemany(
                 f"INSERT INTO invitation_outbox ({', '.join(OUTBOX_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(OUTBOX_COLUMNS))}) ON CONFLICT (invitation_id) DO NOTHING",
-                [astuple(invitation) + astuple(NEW_DELIVERY) for invitation in invitations])
+                [row_values(invitation) + row_values(NEW_DELIVERY) for invitation in invitations])
 
     def rows(self, cursor: Cursor) -> Iterable[tuple[Any, ...]]:
         """The invitations, without their delivery state: a replay enqueues the same invitations but

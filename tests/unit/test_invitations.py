@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mailbox
 import sqlite3
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.domain import Aggregate
+from hypothesis import given
+from hypothesis import strategies as st
 
 from commands.mail import OUTBOX_FILE_NAME, MailUnavailable, MboxMailer, SmtpMailer, mailer_from_settings
 from ledger import events
@@ -29,6 +32,7 @@ from projections.invitations import (
     OutboxRow,
     invitation_id_for,
 )
+from projections.invitations.letters import WIDTH, one_line, prose
 from projections.invitations.sender import InvitationSender, RetryPolicy, SenderThread, message_id
 from projections.log import EventLog, Recorded
 from projections.runner import UnhandledEvent
@@ -407,3 +411,11 @@ def test_a_wrong_smtp_url_is_refused_without_repeating_it(url: str, problem: str
     with pytest.raises(ValueError, match=problem) as refused:
         SmtpMailer.from_url(url)
     assert "secret" not in str(refused.value)
+
+
+WORDS = st.text(alphabet=st.sampled_from("ab-@.é \t\n\u00a0"), max_size=90)
+
+
+@given(st.lists(WORDS, max_size=12).map(" ".join))
+def test_a_paragraph_wraps_as_textwrap_would_without_breaking_words_or_hyphens(text: str) -> None:
+    assert prose(text) == textwrap.fill(one_line(text), WIDTH, break_long_words=False, break_on_hyphens=False)
