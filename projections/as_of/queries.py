@@ -45,32 +45,30 @@ def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, as_of:
                                limit=limit)
     at = micros(as_of)
     query = {**asked.query, "as_of": at}
-    where, params = [*asked.where, HOLDS], [*asked.params, at, at]
+    where, params = _holding(asked.where, asked.params, at)
     page_where, page_params = where, params
     total: int | None = None
     if cursor:
         last_value, last_id, total = signer.read(cursor, query)
-        page_where, page_params = asked.after(last_value, last_id)
-        page_where, page_params = [*page_where, HOLDS], [*page_params, at, at]
-    filtered = bool(status or plan or q)
-    # The index that narrows the versions the most: the filter's (status before plan before the search).
-    narrowest = "status" if status else "plan" if plan else "customer_search"
+        page_where, page_params = _holding(*asked.after(last_value, last_id), at)
     with db.snapshot() as read:
         listed = _cards(read, reseller_org_id, at).total_customers  # the rows at T, without a filter
-        # Few rows at T (early in the history): the versions begun by T are few too, so read those.
-        counted_by = "validity" if listed <= small_answer else narrowest
+        # The narrowest way to the rows at T that match: the versions begun by T when there are few rows at T
+        # (early in the history) or for a search (its index carries the names); else the filter's index.
+        narrow = ("begun" if q or listed <= small_answer or not (status or plan)
+                  else "sorted_by_status" if status else "sorted_by_plan")
         if total is None:
-            if not filtered:
+            if not (status or plan or q):
                 total = listed
             else:
-                read.execute(f"SELECT COUNT(*) FROM as_of_subscriptions{_hint(db, counted_by)} "
+                read.execute(f"SELECT COUNT(*) FROM as_of_subscriptions{_hint(db, narrow)} "
                              f"WHERE {' AND '.join(where)}", params)
                 total = int(read.fetchone()[0])
         found: list[Any] = []
         if total:
             # A large answer: walk the sort's index, keeping the versions that hold at T and match (the index
-            # carries the interval); the page fills quickly. A small one: gather it, then sort it.
-            by = counted_by if total <= small_answer else asked.column
+            # carries the interval and the filters); the page fills quickly. A small one: gather, then sort.
+            by = narrow if total <= small_answer else f"sorted_by_{asked.column}"
             read.execute(f"SELECT {', '.join(live_table.OUT)}, {asked.column} FROM as_of_subscriptions"
                          f"{_hint(db, by)} WHERE {' AND '.join(page_where)} ORDER BY {asked.column} "
                          f"{asked.order}, subscription_id {asked.order} LIMIT ?", [*page_params, limit + 1])
@@ -82,10 +80,16 @@ def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, as_of:
     return live_table.Page(items, next_cursor, total)
 
 
+def _holding(where: list[str], params: list[Any], at: int) -> tuple[list[str], list[Any]]:
+    """The terms with the interval's checked right after the reseller's: integer comparisons in the index,
+    before any search of the names."""
+    return [where[0], HOLDS, *where[1:]], [params[0], at, at, *params[1:]]
+
+
 def _hint(db: ViewDatabase, index: str) -> str:
     """SQLite, without statistics, picks its index by the query's shape, not by the data: name it. (PostgreSQL
     plans with its statistics.)"""
-    return f" INDEXED BY as_of_subscriptions_by_{index}" if db.dialect == "sqlite" else ""
+    return f" INDEXED BY as_of_subscriptions_{index}" if db.dialect == "sqlite" else ""
 
 
 def every_row(db: ViewDatabase, reseller_org_id: str, as_of: datetime) -> list[dict[str, Any]]:

@@ -117,6 +117,10 @@ def check_instant(world: SandboxWorld, subscriptions: dict[UUID, list[Any]], inv
             for status in ("active", "pending", "canceled"):
                 assert walk(db, org, at, small_answer, status=status) == [
                     r for r in expected if r["status"] == status]
+            for q in {r["customer"][1:3] for r in expected[:2]}:
+                assert walk(db, org, at, small_answer, q=q, sort="-seats") == sorted(
+                    (r for r in expected if q.lower() in r["customer"].lower()),
+                    key=lambda r: (r["seats"], r["subscription_id"]), reverse=True)
         canceled = sum(s.cancel_at_period_end for s in mine)
         assert vars(queries.cards(db, org, at)) == {"total_customers": len(mine), "active": len(mine) - canceled,
                                                     "canceled": canceled, "total_seats": sum(s.seats for s in mine)}
