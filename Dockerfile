@@ -20,6 +20,7 @@ COPY api api
 COPY service service
 COPY finance finance
 COPY web web
+COPY cli cli
 # The project itself, with the setuptools of the lock: no dependency is fetched.
 RUN /opt/ledger/bin/pip install --no-deps --no-build-isolation . \
     && /opt/ledger/bin/pip check

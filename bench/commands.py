@@ -30,7 +30,7 @@ from tests import localstripe_server
 
 COMMANDS, QUICK_COMMANDS = 2000, 100
 CLIENTS = (1, 4)
-LEDGER = [sys.executable, "-m", "service.cli"]
+LEDGER = [sys.executable, "-m", "cli"]
 T = TypeVar("T")
 R = TypeVar("R")
 

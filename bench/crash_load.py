@@ -40,7 +40,7 @@ from service.bootstrap import Services, bootstrap  # noqa: E402
 from service.settings import load_settings  # noqa: E402
 
 ORG = "org_load"
-LEDGER = [sys.executable, "-m", "service.cli"]
+LEDGER = [sys.executable, "-m", "cli"]
 EVER = {"created_from": datetime(2000, 1, 1, tzinfo=UTC), "created_to": datetime(2100, 1, 1, tzinfo=UTC)}
 REQUEST_DEADLINE = 90.0
 """How long a client keeps retrying one request before it gives up on it (and the run fails)."""

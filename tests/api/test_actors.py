@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+from cli.main import main
 from commands.clocks import SANDBOX_CLOCK
 from commands.handlers import SCHEDULER
 from commands.webhooks import ACTOR as STRIPE_ACTOR
@@ -15,7 +16,6 @@ from commands.webhooks import StripeWebhooks
 from ledger import events
 from projections.export import export_events
 from projections.log import EventLog
-from service import cli
 from service.sandbox import SANDBOX_ACTOR, seed
 from tests.api.conftest import ADMIN, ORG, SUPPORT, pro_order, running_app
 from tests.billing_support import WEBHOOK_SECRET, sign, stripe_event
@@ -40,9 +40,9 @@ def test_every_event_of_a_scenario_names_who_caused_it(tmp_path: Path, monkeypat
         assert api.post(api.sub_path(again.json()["id"]) + "/cancel", headers=api.admin()).status_code == 200
 
         # The support command line, as the OS user and as a named operator.
-        assert cli.main(["support", "enable-reseller", "org_cli", "--name", "By the CLI"]) == 0
-        assert cli.main(["support", "tax-exempt", "org_cli", "--reason", "cert-1", "--actor", "ops-sam"]) == 0
-        assert cli.main(["support", "disable-reseller", "org_cli"]) == 0
+        assert main(["support", "enable-reseller", "org_cli", "--name", "By the CLI"]) == 0
+        assert main(["support", "tax-exempt", "org_cli", "--reason", "cert-1", "--actor", "ops-sam"]) == 0
+        assert main(["support", "disable-reseller", "org_cli"]) == 0
 
         # The sandbox clock, moved by support: what falls due on the way is the clock's.
         moved = api.post("/v1/sandbox/clock", json={"advance_seconds": 40 * 86400}, headers=api.support())
@@ -85,7 +85,7 @@ def test_every_event_of_a_scenario_names_who_caused_it(tmp_path: Path, monkeypat
 
 def test_the_cli_refuses_an_empty_actor(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path / "data"))
-    assert cli.main(["support", "enable-reseller", "org_x", "--name", "X", "--actor", "  "]) == 2
+    assert main(["support", "enable-reseller", "org_x", "--name", "X", "--actor", "  "]) == 2
     assert "--actor" in capsys.readouterr().err
 
 

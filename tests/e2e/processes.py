@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-LEDGER = [sys.executable, "-m", "service.cli"]
+LEDGER = [sys.executable, "-m", "cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from cli.main import main
 from service import bootstrap
-from service.cli import main
 from tests.e2e.processes import free_port, serving, started
 
 pytestmark = pytest.mark.e2e

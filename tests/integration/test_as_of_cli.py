@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.audit import COLUMNS
+from cli.main import main
 from ledger import events
 from ledger.subscription import Order
-from service import cli
 from service.bootstrap import bootstrap
 from service.settings import load_settings
 
@@ -47,7 +48,7 @@ def times(data_dir: Path) -> dict[str, str]:
 
 
 def as_of(data_dir: Path, *args: str) -> int:
-    return cli.main(["as-of", *args, "--data-dir", str(data_dir)])
+    return main(["as-of", *args, "--data-dir", str(data_dir)])
 
 
 def test_json_at_an_instant(data_dir: Path, tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_csv_now_and_before_the_reseller(data_dir: Path, tmp_path: Path, capsys:
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert [(r["customer"], r["seats"]) for r in rows] == [("Initech", "6")]
     assert as_of(data_dir, "2000-01-01T00:00:00Z", "--reseller", "org_cli") == 0
-    assert capsys.readouterr().out.splitlines() == [",".join(cli.as_of_cli.COLUMNS)]
+    assert capsys.readouterr().out.splitlines() == [",".join(COLUMNS)]
 
 
 @pytest.mark.parametrize("instant", ["2999-01-01T00:00:00Z", "not a time", "2026-01-01T10:00:00"])

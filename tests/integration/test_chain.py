@@ -14,10 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from cli.main import main
 from commands.chain import GENESIS, event_hash
 from ledger.subscription import Order
 from service.bootstrap import Services, bootstrap
-from service.cli import main
 from service.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

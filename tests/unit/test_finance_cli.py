@@ -3,7 +3,6 @@ real deployment in a temporary data dir."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -16,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from cli import finance as finance_cli
+from cli.main import main
 from commands.errors import PaymentUnavailable
-from finance.cli import register
 from finance.export import COLUMNS, export_billing
 from service.bootstrap import Services, bootstrap
-from service.cli import _command
 from service.settings import Settings, load_settings
 from tests.billing_support import PRO_ORDER
 from tests.support import ADMIN
@@ -34,8 +33,14 @@ def open_services(settings: Settings) -> Services:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Iterator[Settings]:
-    settings = load_settings(data_dir=tmp_path / "data", sandbox_data=False, clock="sandbox")
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """A deployment in a temporary data dir, which the commands find in the environment."""
+    for name in [name for name in os.environ if name.startswith("LEDGER_")]:
+        monkeypatch.delenv(name)
+    for name, value in {"LEDGER_DATA_DIR": str(tmp_path / "data"), "LEDGER_SANDBOX_DATA": "false",
+                        "LEDGER_CLOCK": "sandbox"}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
     services = open_services(settings)
     try:
         services.ledger.enable_reseller("org_1", name="Reseller", actor="support")
@@ -50,10 +55,9 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 
 
 def run(settings: Settings, *argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="ledger")
-    register(parser.add_subparsers(dest="command", required=True), _command, open_services)
-    args = parser.parse_args(list(argv))
-    return args.run(args, settings)
+    """`ledger ARGV` on the deployment of ``settings`` (the environment's)."""
+    assert load_settings().data_dir == settings.data_dir
+    return main(list(argv))
 
 
 def plant_an_undocumented_charge(settings: Settings) -> None:
@@ -101,10 +105,9 @@ def test_an_unwritable_output_is_bad_input(settings: Settings, tmp_path: Path,
     assert "cannot write" in capsys.readouterr().err
 
 
-def test_an_unknown_format_is_refused_by_the_parser(settings: Settings) -> None:
-    with pytest.raises(SystemExit) as exited:
-        run(settings, "export-billing", *PERIOD, "--format", "xlsx")
-    assert exited.value.code == 2
+def test_an_unknown_format_is_refused_by_the_parser(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(settings, "export-billing", *PERIOD, "--format", "xlsx") == 2
+    assert "'xlsx' is not one of 'csv'" in capsys.readouterr().err
 
 
 def test_export_billing_writes_a_row_per_line_and_per_refund(settings: Settings, tmp_path: Path) -> None:
@@ -170,7 +173,7 @@ def unreachable_processor(tmp_path: Path) -> dict[str, str]:
 
 def test_an_unreachable_processor_exits_3_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | unreachable_processor(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "service.cli", "reconcile", *PERIOD], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli", "reconcile", *PERIOD], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 3
@@ -203,18 +206,16 @@ def test_an_unreadable_store_exits_3_with_one_line(settings: Settings, command: 
     assert "The books match" not in captured.out
 
 
-def test_a_processor_that_refuses_to_list_exits_3_not_1(settings: Settings,
+def test_a_processor_that_refuses_to_list_exits_3_not_1(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     def refusing(settings: Settings) -> Services:
         services = bootstrap(settings)
         services.gateway.list_charges = _refuse  # type: ignore[method-assign]
         return services
 
-    parser = argparse.ArgumentParser(prog="ledger")
-    register(parser.add_subparsers(dest="command", required=True), _command, refusing)
-    args = parser.parse_args(["reconcile", *PERIOD])
+    monkeypatch.setattr(finance_cli, "open_services", refusing)
 
-    assert args.run(args, settings) == 3
+    assert run(settings, "reconcile", *PERIOD) == 3
     assert capsys.readouterr().err.splitlines() == [
         "ledger: could not read the payment processor (simulated): the payment processor refused to answer"]
 
@@ -225,7 +226,8 @@ def _refuse(**_: object) -> list[object]:
 
 @pytest.mark.parametrize("argv", [["reconcile", "--from", "2026-01-01"], ["reconcile", *PERIOD, "--bogus"],
                                   ["export-billing", *PERIOD, "--verbose=yes"]])
-def test_bad_usage_is_refused_by_the_parser_with_exit_2(settings: Settings, argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        run(settings, *argv)
-    assert exited.value.code == 2
+def test_bad_usage_is_refused_by_the_parser_with_exit_2(settings: Settings, argv: list[str],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(settings, *argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("ledger") and "Traceback" not in err, err

@@ -1,0 +1,5 @@
+"""`python -m cli ARGS` runs `ledger ARGS`."""
+
+from cli.main import run
+
+run()
