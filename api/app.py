@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.resources import files
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 
+import web
 from api import docs, errors, observability
 from api.deps import storable_parameters
 from api.limits import RequestLimits
@@ -71,12 +69,7 @@ def create_app(services: Services, *, close_on_shutdown: bool = False, backgroun
     if services.settings.clock == "sandbox":
         app.include_router(sandbox.router)
 
-    portal_page = files("web").joinpath("index.html").read_text()
-    app.mount("/portal", StaticFiles(directory=str(files("web").joinpath("assets"))), name="portal")
-
-    @app.get("/", include_in_schema=False)
-    def portal_home() -> HTMLResponse:
-        return HTMLResponse(portal_page)
+    web.install(app)  # the portal page at / and its assets, versioned and cached, under /portal/
 
     @app.get("/healthz", tags=["service"], summary="Liveness, and any read model of this process that has stopped",
              responses={200: {"content": {"application/json": {"example": {"status": "ok",

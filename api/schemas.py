@@ -333,6 +333,15 @@ class BusinessIdOut(BaseModel):
     name: str
 
 
+class PaymentConfigOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"processor": "stripe", "stripe_publishable_key": "pk_test_51Hx0000000000000000000000"},
+        {"processor": "simulated", "stripe_publishable_key": None}]})
+
+    processor: Literal["simulated", "stripe"]
+    stripe_publishable_key: str | None
+
+
 class BusinessIdsOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"items": [{"id": "org_acme",
         "name": "Acme Reselling GmbH"}]}]})

@@ -1,6 +1,20 @@
 """The portal page's first customer-table render, in Debian's chromium, with 1,000 subscriptions on the
-embedded default (SQLite, simulated payments): from navigation start to the first page of the table in the
-DOM (the page marks `portal:first-table` once its rows are rendered). A fresh browser context each run.
+embedded default (`ledger serve`: SQLite, simulated payments, sandbox clock).
+
+What is measured, per navigation to `/#token=<token>` (a sign-in link, as a reseller opens it), from the
+navigation's start (`performance.timeOrigin`):
+
+- **first rows painted**, the figure held to the budget: the page's `portal:first-table:painted` mark, set
+  by a task queued from the animation frame that follows the insertion of the first page's rows, so after
+  that frame's paint (Element Timing would be exact, but chromium reports no text painted after load). It
+  covers the page and its assets, sign-in (`/v1/me/business-ids`, `/v1/plans`), the summary and the
+  table's first page (20 rows, sorted by customer), rendering, and the paint that shows them;
+- rows in the document: the page's `portal:first-table` mark, set once the rows are inserted;
+- the requests the navigation made, and how many of them went to the network (the rest came from the cache).
+
+Cold: a new browser context (empty HTTP cache, nothing in sessionStorage). Warm: a new tab in that same
+context right after, following the same link (the cache holds the assets; sign-in runs again). The first
+cold/warm pair warms the server and is not counted. The server and the browser share the machine's cores.
 
     .venv/bin/python bench/portal.py [--subscriptions 1000] [--runs 7] [--quick]
 """
@@ -8,11 +22,14 @@ DOM (the page marks `portal:first-table` once its rows are rendered). A fresh br
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the project, not bench/
 
@@ -23,28 +40,61 @@ from tests.browser.conftest import ARGS, CHROMIUM, ORG
 from tests.e2e.processes import run, serving
 
 BUDGET_MS = 300
+PAINTED = "portal:first-table:painted"
+FIGURES = """() => ({
+  painted: performance.getEntriesByName("portal:first-table:painted")[0].startTime,
+  inDocument: performance.getEntriesByName("portal:first-table")[0].startTime,
+  requests: performance.getEntriesByType("resource").length + 1,
+  fromNetwork: [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
+    .filter((e) => e.transferSize > 0 && !e.name.endsWith("favicon.svg")).length,
+})"""
 
 
 def seed(base: str, token: str, n: int) -> None:
-    """n subscriptions through the public API (the sandbox seed already made 3)."""
+    """n subscriptions through the public API (the sandbox seed already made 3), from 4 clients."""
+
+    def create(i: int) -> None:
+        body = (
+            {"plan": "plus", "billing_cycle": "monthly", "end_user_email": f"user{i}@customer.example"}
+            if i % 3 == 0
+            else {
+                "plan": "pro",
+                "billing_cycle": "annual" if i % 2 else "monthly",
+                "seats": 1 + i % 40,
+                "organization_name": f"Customer {i:04d}",
+                "admin_email": f"admin{i}@customer.example",
+            }
+        )
+        response = http.post(f"/v1/resellers/{ORG}/subscriptions", json=body)
+        assert response.status_code == 201, response.text
+
     started = time.perf_counter()
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-        for i in range(n - 3):
-            body = (
-                {"plan": "plus", "billing_cycle": "monthly", "end_user_email": f"user{i}@customer.example"}
-                if i % 3 == 0
-                else {
-                    "plan": "pro",
-                    "billing_cycle": "annual" if i % 2 else "monthly",
-                    "seats": 1 + i % 40,
-                    "organization_name": f"Customer {i:04d}",
-                    "admin_email": f"admin{i}@customer.example",
-                }
-            )
-            response = http.post(f"/v1/resellers/{ORG}/subscriptions", json=body)
-            assert response.status_code == 201, response.text
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(create, range(n - 3)))
         total = http.get(f"/v1/resellers/{ORG}/subscriptions", params={"limit": 1}).json()["total"]
-    print(f"seeded {n - 3} subscriptions in {time.perf_counter() - started:.1f} s; the table holds {total}")
+    print(f"# seeded {n - 3} subscriptions in {time.perf_counter() - started:.1f} s; the table holds {total}")
+
+
+def measure(context: Any, token: str) -> dict[str, float]:
+    page = context.new_page()
+    page.goto(f"/#token={token}")
+    page.wait_for_function(f"() => performance.getEntriesByName({PAINTED!r}).length > 0")
+    figures = page.evaluate(FIGURES)
+    assert page.locator("#customers-rows tr[data-id]").count() == 20
+    page.close()
+    return figures
+
+
+def report(label: str, runs: list[dict[str, float]]) -> float:
+    painted = sorted(r["painted"] for r in runs)
+    in_document = statistics.median(r["inDocument"] for r in runs)
+    print(
+        f"{label:5}  first rows painted: median {statistics.median(painted):5.0f} ms, min {painted[0]:5.0f}, "
+        f"max {painted[-1]:5.0f}  |  rows in the document: median {in_document:5.0f} ms  |  requests "
+        f"{runs[-1]['requests']:.0f}, from the network {runs[-1]['fromNetwork']:.0f}"
+    )
+    return statistics.median(painted)
 
 
 def main() -> None:
@@ -54,31 +104,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 subscriptions, 3 runs")
     args = parser.parse_args()
     n, runs = (100, 3) if args.quick else (args.subscriptions, args.runs)
+    print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    cold: list[dict[str, float]] = []
+    warm: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-portal-") as data:
         env = {"LEDGER_DATA_DIR": data, "LEDGER_CLOCK": "sandbox"}
         with serving(env, output=Path(data) / "serve.log") as (base, _):
             token = run("token", "--org", ORG, "--sub", "bench", env=env).stdout.strip()
             seed(base, token, n)
-            figures = []
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                for attempt in range(runs + 1):  # the first run warms the server's and the browser's caches
+                for attempt in range(runs + 1):  # the first pair warms the server and the browser
                     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base)
-                    page = context.new_page()
-                    page.goto(f"/#token={token}")
-                    page.wait_for_function("() => performance.getEntriesByName('portal:first-table').length > 0")
-                    rows = page.locator("#customers-rows tr[data-id]").count()
-                    ms = page.evaluate("() => performance.getEntriesByName('portal:first-table')[0].startTime")
+                    first, second = measure(context, token), measure(context, token)
                     context.close()
                     if attempt:
-                        figures.append(ms)
+                        cold.append(first)
+                        warm.append(second)
                 browser.close()
-    figures.sort()
-    median = statistics.median(figures)
-    print(
-        f"first table render with {n} subscriptions ({rows} rows shown): median {median:.0f} ms, "
-        f"min {figures[0]:.0f} ms, max {figures[-1]:.0f} ms over {runs} runs (budget {BUDGET_MS} ms)"
-    )
+    print(f"# {n} subscriptions, {runs} runs; load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    report("cold", cold)
+    median = report("warm", warm)
+    print(f"# budget {BUDGET_MS} ms for the warm median, the cold one is reported beside it")
     sys.exit(0 if median < BUDGET_MS else 1)
 
 

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
+    stripe_publishable_key: str | None = None
+    """``pk_…``: with ``payments=stripe``, the portal page collects cards with Stripe.js Elements under this key
+    (the card goes to Stripe, never to this service); the page learns it from ``GET /v1/payment-config``."""
     smtp_url: str | None = None
     mail_from: str = "Lens <no-reply@lens.example>"
     catalog: Path | None = None
@@ -69,6 +72,13 @@ class Settings(BaseSettings):
         if not schema.isidentifier() or not schema.isascii():
             raise ValueError("must be a plain SQL identifier")
         return schema
+
+    @field_validator("stripe_publishable_key")
+    @classmethod
+    def _publishable(cls, key: str | None) -> str | None:
+        if key is not None and not key.startswith("pk_"):
+            raise ValueError("must be a Stripe publishable key (pk_…), never a secret one")
+        return key
 
     @model_validator(mode="after")
     def _stripe_needs_keys(self) -> Settings:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentUser, LedgerDep
+from api.deps import CurrentUser, LedgerDep, ServicesDep
 from api.docs import AUTHENTICATED
-from api.schemas import BusinessIdOut, BusinessIdsOut, CatalogOut, PlanOut
+from api.schemas import BusinessIdOut, BusinessIdsOut, CatalogOut, PaymentConfigOut, PlanOut
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -17,6 +17,20 @@ def plans(ledger: LedgerDep) -> CatalogOut:
     catalog = ledger.catalog
     return CatalogOut(currency=catalog.currency, plans=[PlanOut(**vars(plan)) for plan in catalog.plans.values()],
                       tax_rates_bps=dict(catalog.tax_rates_bps))
+
+
+@router.get("/payment-config", response_model=PaymentConfigOut,
+            summary="How a portal collects a card: the payment processor, and Stripe's publishable key")
+def payment_config(services: ServicesDep) -> PaymentConfigOut:
+    """What a portal needs to put a card on file with `PUT /v1/resellers/{org_id}/billing`. `processor` is
+    `simulated` (the embedded default: send one of Stripe's test payment methods, such as `pm_card_visa`) or
+    `stripe`, where `stripe_publishable_key` (`LEDGER_STRIPE_PUBLISHABLE_KEY`, null when not set) lets the portal
+    collect the card with Stripe.js Elements and send only the PaymentMethod id (`pm_…`) it creates: card data
+    never reaches this service. No token is needed; nothing secret is in the answer."""
+    settings = services.settings
+    stripe = settings.payments == "stripe"
+    return PaymentConfigOut(processor=settings.payments, stripe_publishable_key=settings.stripe_publishable_key
+                            if stripe else None)
 
 
 @router.get("/me/business-ids", response_model=BusinessIdsOut, responses=AUTHENTICATED,

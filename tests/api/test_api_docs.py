@@ -16,8 +16,8 @@ from api.errors import STATUS_OF_CODE
 from tests.api.conftest import Api
 
 EXTERNAL = re.compile(r"""(?:https?:)?//(?!testserver\b)[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
-PUBLIC = {("get", "/v1/plans"), ("post", "/v1/webhooks/stripe"), ("get", "/healthz"), ("get", "/readyz"),
-          ("get", "/metrics")}
+PUBLIC = {("get", "/v1/plans"), ("get", "/v1/payment-config"), ("post", "/v1/webhooks/stripe"), ("get", "/healthz"),
+          ("get", "/readyz"), ("get", "/metrics")}
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Browser tests of the portal page: Debian's chromium driven by Playwright, against a real
 `ledger serve` process (one per test module, sandbox clock, simulated payments), one browser for
-the whole run. Every test fails on a console error or an uncaught exception in the page, and keeps
-a screenshot (and the page's HTML) in its tmp dir when it fails."""
+the whole run. Every test fails on a console error or an uncaught exception in the page, or on a request to
+any host but the portal's (a test may allow one, as the Stripe.js test does), and keeps a screenshot (and the
+page's HTML) in its tmp dir when it fails."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -90,9 +92,18 @@ class Console:
 
     errors: list[str] = field(default_factory=list)
     allowed_statuses: set[int] = field(default_factory=set)
+    elsewhere: list[str] = field(default_factory=list)
+    """Requests to any other origin than the portal's."""
+    allowed_hosts: set[str] = field(default_factory=set)
 
     def allow(self, *statuses: int) -> None:
         self.allowed_statuses.update(statuses)
+
+    def allow_host(self, host: str) -> None:
+        self.allowed_hosts.add(host)
+
+    def other_hosts(self) -> list[str]:
+        return [url for url in self.elsewhere if urlsplit(url).hostname not in self.allowed_hosts]
 
     def unexpected(self) -> list[str]:
         def expected(message: str) -> bool:
@@ -123,15 +134,20 @@ def page(
     page = context.new_page()
     page.on("console", lambda message: console.errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: console.errors.append(f"uncaught: {error}"))
+    page.on("request", lambda r: None if r.url.startswith((f"{portal.base}/", "data:", "blob:"))
+            else console.elsewhere.append(r.url))
     yield page
     failed = getattr(request.node, "report_call", None) is not None and request.node.report_call.failed
     unexpected = console.unexpected()
-    if failed or unexpected:
+    elsewhere = console.other_hosts()
+    if failed or unexpected or elsewhere:
         page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
         (tmp_path / "failure.html").write_text(page.content())
     context.close()
     if unexpected:
         pytest.fail(f"console errors in the page (screenshot in {tmp_path}): {unexpected}")
+    if elsewhere:
+        pytest.fail(f"the page asked another host than the portal's (screenshot in {tmp_path}): {elsewhere}")
 
 
 def sign_in(page: Any, token: str) -> None:

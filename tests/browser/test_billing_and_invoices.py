@@ -42,6 +42,10 @@ def test_a_declined_card_then_a_failing_one_then_an_update_that_works(
     sign_in(page, portal.admin_token)
     page.get_by_role("link", name="Billing").click()
     expect(page.locator("#billing-current")).to_contain_text("ending in 4242")
+    # Simulated payments: the test-card form, no Stripe.js; the page fixture fails on any request to another host.
+    assert portal.http.get("/v1/payment-config").json() == {"processor": "simulated", "stripe_publishable_key": None}
+    expect(page.locator("#card-stripe")).to_be_hidden()
+    assert page.evaluate("() => typeof window.Stripe") == "undefined"
     countries = page.locator("#billing-country option").all_inner_texts()
     assert "Germany — tax 19 %" in countries and "United States — tax 0 %" in countries
     assert not any("XX" in c for c in countries)

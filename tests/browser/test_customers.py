@@ -126,6 +126,7 @@ def test_increase_decrease_cancel_resume_and_history_from_the_actions_menu(page:
     expect(dialog.locator(".preview-table")).to_contain_text("Unused time on 5 seats")
     expect(dialog.locator(".preview-table")).to_contain_text("Remaining time on 8 seats")
     expect(dialog).to_contain_text("5 → 8 seats")
+    assert serious_violations(page) == []  # the Modify Seats dialog, with its preview
     dialog.get_by_role("button", name=re.compile(r"^Add seats and pay \$")).click()
     expect(page.locator("#notices")).to_contain_text("Umbrella now has 8 seats")
     expect(row(page, "Umbrella").locator("td[data-label=Seats]")).to_have_text("8")
@@ -144,6 +145,7 @@ def test_increase_decrease_cancel_resume_and_history_from_the_actions_menu(page:
 
     choose(page, "Umbrella", "Cancel Subscription")
     expect(dialog).to_contain_text("stays usable until")
+    assert serious_violations(page) == []  # the cancel confirmation
     dialog.get_by_role("button", name="Keep subscription").click()
     expect(page.locator("dialog[open]")).to_have_count(0)
     expect(status).to_contain_text("pending")

@@ -10,7 +10,7 @@ const SCREENS = {
   customers: { title: "Customers", show: showCustomers },
   // Loaded when first opened: the home screen does not wait for them.
   invoices: { title: "Invoices", show: async (id) => { const m = await import("./invoices.js"); return id ? m.showInvoice(id) : m.showInvoices(); } },
-  billing: { title: "Billing", show: async () => (await import("./billing.js")).showBilling() },
+  billing: { title: "Billing", show: async () => (await import("./billing/screen.js")).showBilling() },
 };
 
 function tokenInAddress() {

@@ -16,6 +16,20 @@ let position = null; // X-Ledger-Position of our last change: reads wait until t
 /** The `after` parameter that makes a read include our last change. */
 export const fresh = () => (position ? { after: position } : {});
 
+// The first GETs, started by index.html's inline script while the modules loaded (window.portalEarly):
+// each answers the identical request with the same token, once; the first request that is not one of
+// them ends the early start.
+let early = window.portalEarly ? { ...window.portalEarly, used: new Set() } : null;
+
+async function startedEarly(url) {
+  if (!early || early.token !== session.token) { early = null; return null; }
+  const key = url.pathname + url.search;
+  const response = early.requests[key] || (await early.later)[key];
+  if (!response || !early || early.used.has(key)) { early = null; return null; }
+  early.used.add(key);
+  return response;
+}
+
 let onUnauthenticated = () => {};
 export function whenUnauthenticated(handler) { onUnauthenticated = handler; }
 
@@ -30,7 +44,9 @@ export async function api(method, path, { body, query, idempotencyKey, ifMatch, 
   if (ifMatch !== undefined && ifMatch !== null) headers["If-Match"] = `"${ifMatch}"`;
   let response;
   try {
-    response = await fetch(url, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
+    const started = method === "GET" ? await startedEarly(url) : null;
+    response = await (started || fetch(url, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) }));
+    signal?.throwIfAborted();
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new Problem(0, { detail: "the server could not be reached", code: "network" });

@@ -16,6 +16,9 @@ const DECLINES = {
   generic_decline: "the bank declined it",
 };
 
+/** An error whose message is already a sentence for the reseller (such as Stripe's words about a card). */
+export class Said extends Error { code = "said"; }
+
 /** {text, action?: {label, href}} for a Problem (or any error). */
 export function plainWords(problem) {
   const detail = problem?.body?.detail || problem?.message || "";
@@ -59,6 +62,8 @@ export function plainWords(problem) {
       return { text: "This request was already sent with different details. Close the form and start again." };
     case "payload_too_large":
       return { text: "That is more text than the form accepts. Shorten it and try again." };
+    case "said":
+      return { text: problem.message };
     case "network":
       return { text: "The server could not be reached. Check your connection and try again." };
     default:
