@@ -1,4 +1,9 @@
-"""Dependencies of the routes, as Annotated aliases."""
+"""Dependencies of the routes, as Annotated aliases.
+
+FastAPI runs a plain ``def`` dependency in its thread pool: a hand-off to a worker thread and back for each,
+which costs more than the work of the small ones. Those that only look at the request or compute (the
+services, the token check, the parameters' text) are ``async def`` and run on the event loop; those that
+read a store stay ``def``."""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from service.bootstrap import Services
 from service.tokens import TokenKeys
 
 
-def storable_parameters(request: Request) -> None:
+async def storable_parameters(request: Request) -> None:
     """Path and query strings reach the stores and the logs as body text does: the same rule, for every
     route, before the route's own dependencies run."""
     for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
@@ -28,21 +33,21 @@ def storable_parameters(request: Request) -> None:
             raise ValidationFailed(name, f"{name} {why}")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_ledger(services: ServicesDep) -> Ledger:
+async def get_ledger(services: ServicesDep) -> Ledger:
     return services.ledger
 
 
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
 
 
-def get_token_keys(request: Request) -> TokenKeys:
+async def get_token_keys(request: Request) -> TokenKeys:
     return request.app.state.token_keys
 
 
@@ -52,7 +57,7 @@ BEARER = HTTPBearer(scheme_name="bearer", bearerFormat="JWT", auto_error=False,
 """Declares the bearer scheme in the OpenAPI (Swagger UI's Authorize); the token itself is verified below."""
 
 
-def current_user(
+async def current_user(
     keys: Annotated[TokenKeys, Depends(get_token_keys)],
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
@@ -63,7 +68,7 @@ def current_user(
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def support_user(user: CurrentUser) -> Principal:
+async def support_user(user: CurrentUser) -> Principal:
     if not user.is_support:
         raise Forbidden("this needs the support role")
     return user

@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import JSONTranscoder, Recording
 from eventsourcing.utils import Environment, EnvType
 
@@ -52,10 +51,13 @@ class LedgerApplication(Application[UUID]):
             return super().save(*objs, **kwargs)
         events: list[Any] = []
         for obj in objs:
-            if isinstance(obj, DomainEventProtocol):
-                events.append(obj)
+            # An aggregate is told by its collect_events (events have none): isinstance against the runtime-
+            # checkable event protocol inspects every attribute of the protocol, each time.
+            collect = getattr(obj, "collect_events", None)
+            if collect is not None:
+                events.extend(collect())
             elif obj is not None:
-                events.extend(obj.collect_events())
+                events.append(obj)
         return self._group_commit.save(events)
 
     def _record_events(self, events: Sequence[Any]) -> list[Recording[UUID]]:

@@ -103,6 +103,9 @@ class _Attempt:
     charges: list[Charge] = field(default_factory=list)
     charged: list[_Charged] = field(default_factory=list)
     declined: _Declined | None = None
+    new_charges: bool = False
+    """Its charges cannot have been intended before (the first try of a change to a new subscription whose id
+    no earlier request can have named): their intents are not looked up. Any other try looks them up."""
 
 
 class _Payer:
@@ -257,7 +260,8 @@ class Ledger:
                 ))
             return subscription
 
-        return self._execute(work, actor=actor, idempotency=idempotency)
+        # Without an Idempotency-Key the subscription's id is new: no earlier try can have intended its charge.
+        return self._execute(work, actor=actor, idempotency=idempotency, new_subject=idempotency is None)
 
     def preview_seat_change(self, org_id: str, subscription_id: UUID, seats: int) -> Priced:
         at = self.clock.now()
@@ -362,18 +366,19 @@ class Ledger:
     # --- how every command runs ---------------------------------------------------------------------
 
     def _execute(self, work: Callable[[_Attempt], A], *, actor: str, locks: list[str] | None = None,
-                 idempotency: IdempotencyKey | None = None) -> Outcome[A]:
+                 idempotency: IdempotencyKey | None = None, new_subject: bool = False) -> Outcome[A]:
         names = list(locks or [])
         if idempotency is not None:
             names.append(f"idempotency:{idempotency.record_id}")
         with ExitStack() as held:
             for name in names:
                 held.enter_context(self._locks.hold(name))
-            for _ in range(ATTEMPTS):
+            for number in range(ATTEMPTS):
                 if idempotency is not None and (earlier := self._earlier_answer(idempotency)) is not None:
                     return earlier
                 with ExitStack() as attempt_held:
-                    attempt = _Attempt(at=self.clock.now(), actor=actor, held=attempt_held)
+                    attempt = _Attempt(at=self.clock.now(), actor=actor, held=attempt_held,
+                                       new_charges=new_subject and number == 0)
                     try:
                         main = work(attempt)
                     except PaymentDeclined:
@@ -426,7 +431,7 @@ class Ledger:
         something else is settled first."""
         charge_id = Charge.id_for(subscription_id, basis_version, purpose)
         attempt.held.enter_context(self._locks.hold(f"charge:{charge_id}"))
-        charge = self._find(charge_id, Charge) or Charge.open(
+        charge = (None if attempt.new_charges else self._find(charge_id, Charge)) or Charge.open(
             reseller_org_id=reseller_org_id, subscription_id=subscription_id, basis_version=basis_version,
             purpose=purpose, at=attempt.at, actor=attempt.actor)
         if charge.state == COMPLETED:

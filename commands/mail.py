@@ -144,6 +144,7 @@ class MboxMailer:
         self.path = path
         # The mbox file lock keeps other processes out; this one keeps this process's threads apart.
         self._guard = threading.Lock()
+        self._folder_made = False
 
     def send(self, message: EmailMessage) -> None:
         # Appended at the end under an exclusive lock, as mbox writers do; ``mailbox.mbox.add`` would
@@ -153,7 +154,9 @@ class MboxMailer:
         envelope = f"From MAILER-DAEMON {time.asctime(time.gmtime())}\n".encode()
         with self._guard:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self._folder_made:  # once (again after a failure): it took ms a message on a loaded disk
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._folder_made = True
                 with open(self.path, "ab") as box:
                     fcntl.flock(box, fcntl.LOCK_EX)
                     try:
@@ -165,6 +168,7 @@ class MboxMailer:
                     finally:
                         fcntl.flock(box, fcntl.LOCK_UN)
             except OSError as error:
+                self._folder_made = False
                 raise MailUnavailable(f"cannot append to {self.path}: {_describe(error)}") from error
 
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/resellers/{org_id}/subscriptions", tags=["subscri
 _ENTITY_TAG = re.compile(r'(?:W/)?"(\d{1,18})"')
 
 
-def expected_version(
+async def expected_version(
     if_match: Annotated[str | None, Header(description='The subscription\'s `version` as you read it, quoted: '
                                            '`"3"`. The change is refused with 412 if it is no longer current.')] = None,
 ) -> int | None:
