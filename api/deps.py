@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.docs import may_answer
 from api.security import Principal, verify
 from api.text import unstorable
 from commands.errors import Forbidden
@@ -25,6 +26,7 @@ from service.bootstrap import Services
 from service.tokens import TokenKeys
 
 
+@may_answer("validation_error")
 async def storable_parameters(request: Request) -> None:
     """Path and query strings reach the stores and the logs as body text does: the same rule, for every
     route, before the route's own dependencies run."""
@@ -57,6 +59,7 @@ BEARER = HTTPBearer(scheme_name="bearer", bearerFormat="JWT", auto_error=False,
 """Declares the bearer scheme in the OpenAPI (Swagger UI's Authorize); the token itself is verified below."""
 
 
+@may_answer("unauthenticated")
 async def current_user(
     keys: Annotated[TokenKeys, Depends(get_token_keys)],
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
@@ -68,6 +71,7 @@ async def current_user(
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
+@may_answer("forbidden")
 async def support_user(user: CurrentUser) -> Principal:
     if not user.is_support:
         raise Forbidden("this needs the support role")
@@ -87,6 +91,7 @@ class ResellerAccess:
         return self.reseller.org_id
 
 
+@may_answer("forbidden")
 def reseller_admin(org_id: str, user: CurrentUser, ledger: LedgerDep) -> ResellerAccess:
     if not user.is_admin_of(org_id):
         raise Forbidden(f"you are not an administrator of {org_id}")
@@ -96,6 +101,7 @@ def reseller_admin(org_id: str, user: CurrentUser, ledger: LedgerDep) -> Reselle
 ResellerAdmin = Annotated[ResellerAccess, Depends(reseller_admin)]
 
 
+@may_answer("idempotency_conflict")
 async def idempotency_key(
     request: Request,
     key: Annotated[str | None, Header(alias="Idempotency-Key",
@@ -117,6 +123,7 @@ async def idempotency_key(
 Idempotency = Annotated[IdempotencyKey | None, Depends(idempotency_key)]
 
 
+@may_answer("validation_error", "projection_lagging")
 def read_your_writes_position(
     services: ServicesDep,
     after: Annotated[int | None, Query(ge=0, description="Wait (up to 5 s) until the view includes this log "

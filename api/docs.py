@@ -1,14 +1,15 @@
-"""The API's documentation: the problem+json error responses, declared once per kind (``problems``), the OpenAPI
-document's finishing touches (the Problem schema, examples on every body, 413 on every body-taking operation),
+"""The API's documentation: the problem+json error responses, declared once per kind (``problems``): a route names
+its own domain codes, and those its dependencies imply are found from them (``may_answer``); the OpenAPI
+document's finishing touches (the Problem schema, examples on every body, 413 and 408 where the body limits apply),
 and ``/docs`` (Swagger UI) and ``/redoc`` served with assets vendored in ``api/static``: the pages load nothing
 from any other host, so they work offline and behind a strict Content-Security-Policy."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.resources import files
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -19,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.routing import BaseRoute
 
-from api.errors import TITLES
+from api.errors import STATUS_OF_CODE, TITLES
 
 PROBLEM_JSON = "application/problem+json"
 ASSETS = "/docs/assets"
@@ -44,27 +45,29 @@ class Problem(BaseModel):
     decline_code: str | None = Field(None, description="payment_declined: the processor's decline code")
 
 
-MEANINGS: dict[str, tuple[int, str]] = {
-    "unauthenticated": (401, "no bearer token, or one that is invalid or expired"),
-    "forbidden": (403, "the token does not grant this: not an administrator of the organization, not an enabled "
-                       "reseller, or not the support role"),
-    "not_found": (404, "no such resource for this reseller (another reseller's is not revealed)"),
-    "validation_error": (422, "a body field, query or path parameter is refused; `field` names it"),
-    "seats_fixed": (422, "the plan has a fixed number of seats"),
-    "no_change": (422, "the change asked for is what is already the case"),
-    "billing_info_required": (409, "the reseller has no billing information on file"),
-    "invalid_state": (409, "the subscription's state does not allow this (for example resuming one not canceled)"),
-    "quote_stale": (409, "the quote_id expired or no longer matches the price; preview again"),
-    "idempotency_conflict": (409, "the Idempotency-Key was used before with another request"),
-    "version_mismatch": (412, "If-Match names a version that is no longer current"),
-    "payment_declined": (402, "the payment processor declined the card; `decline_code` says why"),
-    "payment_unavailable": (503, "the payment processor cannot be reached; retry after Retry-After seconds"),
-    "projection_lagging": (503, "the view has not reached the position asked for with ?after= yet; retry"),
-    "payload_too_large": (413, "the body is larger than the limit (1 MiB by default)"),
-    "request_timeout": (408, "the body arrived too slowly"),
-    "invalid_signature": (400, "the Stripe-Signature does not verify"),
-    "invalid_payload": (400, "the body is not a Stripe event"),
+MEANINGS: dict[str, str] = {
+    "unauthenticated": "no bearer token, or one that is invalid or expired",
+    "forbidden": ("the token does not grant this: not an administrator of the organization, not an enabled reseller, "
+                  "or not the support role"),
+    "not_found": "no such resource for this reseller (another reseller's is not revealed)",
+    "validation_error": "a body field, query or path parameter is refused; `field` names it",
+    "seats_fixed": "the plan has a fixed number of seats",
+    "no_change": "the change asked for is what is already the case",
+    "billing_info_required": "the reseller has no billing information on file",
+    "invalid_state": ("the resource's state does not allow this (resuming a subscription that is not canceled, "
+                      "disabling a reseller already disabled)"),
+    "quote_stale": "the quote_id expired or no longer matches the price; preview again",
+    "idempotency_conflict": "the Idempotency-Key was used before with another request",
+    "version_mismatch": "If-Match names a version that is no longer current",
+    "payment_declined": "the payment processor declined the card; `decline_code` says why",
+    "payment_unavailable": "the payment processor cannot be reached; retry after Retry-After seconds",
+    "projection_lagging": "the view has not reached the position asked for with ?after= yet; retry",
+    "payload_too_large": "the body is larger than the limit (1 MiB by default)",
+    "request_timeout": "the body arrived too slowly",
+    "invalid_signature": "the Stripe-Signature does not verify",
+    "invalid_payload": "the body is not a Stripe event",
 }
+"""What each problem code means, for the documented error responses; its status is ``api.errors.STATUS_OF_CODE``'s."""
 EXAMPLE_DETAILS = {
     "unauthenticated": "missing bearer token",
     "forbidden": "you are not an administrator of org_acme",
@@ -88,7 +91,7 @@ EXAMPLE_DETAILS = {
 
 
 def problem_example(code: str) -> dict[str, Any]:
-    status = MEANINGS[code][0]
+    status = STATUS_OF_CODE[code]
     example: dict[str, Any] = {"type": f"https://ledger.example/problems/{code}", "title": TITLES.get(status, "Error"),
                                "status": status, "detail": EXAMPLE_DETAILS[code], "code": code,
                                "request_id": "4f1c2e0a9b8d4c7e8f6a5b4c3d2e1f00"}
@@ -107,25 +110,55 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
     for code in dict.fromkeys(codes):
         if code not in MEANINGS:
             raise ValueError(f"no problem code {code!r}")
-        by_status[MEANINGS[code][0]].append(code)
+        by_status[STATUS_OF_CODE[code]].append(code)
     if 422 in by_status and "validation_error" not in by_status[422]:
         by_status[422].insert(0, "validation_error")
     return {
         status: {
-            "description": "; ".join(f"`{code}`: {MEANINGS[code][1]}" for code in listed),
+            "description": "; ".join(f"`{code}`: {MEANINGS[code]}" for code in listed),
             "content": {PROBLEM_JSON: {
                 "schema": {"$ref": "#/components/schemas/Problem"},
-                "examples": {code: {"summary": MEANINGS[code][1], "value": problem_example(code)} for code in listed},
+                "examples": {code: {"summary": MEANINGS[code], "value": problem_example(code)} for code in listed},
             }},
         }
         for status, listed in sorted(by_status.items())
     }
 
 
-AUTHENTICATED = problems("unauthenticated", "validation_error")
-SUPPORT = problems("unauthenticated", "forbidden", "validation_error")
-RESELLER = problems("unauthenticated", "forbidden", "not_found", "validation_error")
-"""A reseller's routes: the token, the organization's administrator, an enabled reseller, its own resources."""
+P = TypeVar("P", bound=Callable[..., Any])
+_ANSWERS = "__problem_codes__"
+
+
+def may_answer(*codes: str) -> Callable[[P], P]:
+    """Marks a dependency with the problem codes a route that uses it may answer: its own refusals (the token's
+    check, the support role) or those it makes possible (an ``Idempotency-Key`` can be reused with another body,
+    an ``If-Match`` can be stale). Every route using it documents them, found by ``dependency_problems``."""
+    unknown = [code for code in codes if code not in MEANINGS]
+    if unknown:
+        raise ValueError(f"no problem codes {unknown}")
+
+    def mark(dependency: P) -> P:
+        setattr(dependency, _ANSWERS, codes)
+        return dependency
+
+    return mark
+
+
+def dependency_problems(route: APIRoute) -> list[str]:
+    """The problem codes a route may answer that follow from how it is built, not from what its own code does:
+    its dependencies' (``may_answer``), and ``not_found`` when a path parameter beyond the reseller's names a
+    resource. The route's own domain codes are its ``responses=problems(...)``."""
+    codes: list[str] = []
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        for dependency in dependant.dependencies:
+            codes += getattr(dependency.call, _ANSWERS, ())
+            pending.append(dependency)
+    if set(route.param_convertors) - {"org_id"}:
+        codes.append("not_found")
+    return codes
+
 
 def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
     """Every operation's route, those of included routers too (FastAPI keeps an included router as one
@@ -162,10 +195,13 @@ def model_examples(routes: Iterable[BaseRoute]) -> dict[str, list[Any]]:
     return found
 
 
-def finish(document: dict[str, Any], examples: dict[str, list[Any]] | None = None) -> dict[str, Any]:
-    """The touches FastAPI does not make: the Problem schema; 413 (and 408) on every operation taking a body;
-    the models' ``examples`` as they declare them, nulls included; each body's schema example repeated as the
-    media type's example, which Swagger UI and Redoc show."""
+def finish(document: dict[str, Any], examples: dict[str, list[Any]] | None = None,
+           derived: dict[tuple[str, str], list[str]] | None = None) -> dict[str, Any]:
+    """The touches FastAPI does not make: the Problem schema; each operation's problem responses completed with
+    the codes its construction implies (``derived``, by path and method: see ``dependency_problems``), 413 on
+    every operation (the body limit stands in front of every route) and 408 on every one taking a body; the
+    models' ``examples`` as they declare them, nulls included; each body's schema example repeated as the media
+    type's example, which Swagger UI and Redoc show."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(problem_schema.pop("$defs", {}))
@@ -173,19 +209,36 @@ def finish(document: dict[str, Any], examples: dict[str, list[Any]] | None = Non
     for name, listed in (examples or {}).items():
         if name in schemas:
             schemas[name]["examples"] = listed
-    for operations in document.get("paths", {}).values():
-        for operation in operations.values():
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
+            implied = [*(derived or {}).get((path, method), ()), "payload_too_large"]
             if "requestBody" in operation:
-                for status, declared in problems("payload_too_large", "request_timeout").items():
-                    responses.setdefault(str(status), declared)
+                implied.append("request_timeout")
                 _example_from_schema(operation["requestBody"].get("content", {}), schemas)
+            _add_problems(responses, implied)
             for status, response in responses.items():
                 if status.startswith("2"):
                     _example_from_schema(response.get("content", {}), schemas)
     return document
+
+
+def declared_problems(responses: dict[str, Any]) -> list[str]:
+    """The problem codes documented in an operation's responses (each problem example is named by its code)."""
+    return [code for response in responses.values()
+            for code in response.get("content", {}).get(PROBLEM_JSON, {}).get("examples", {})]
+
+
+def _add_problems(responses: dict[str, Any], codes: Iterable[str]) -> None:
+    """The problem responses rewritten with these codes as well as those already declared. FastAPI lets a route's
+    response replace its router's of the same status, so they are merged here, by code."""
+    for status, response in problems(*declared_problems(responses), *codes).items():
+        responses[str(status)] = response
+    ordered = sorted(responses.items())
+    responses.clear()
+    responses.update(ordered)
 
 
 def _example_from_schema(content: dict[str, Any], schemas: dict[str, Any]) -> None:
@@ -206,9 +259,11 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
+            derived = {(route.path, method.lower()): dependency_problems(route)
+                       for route in api_routes(app.routes) if route.include_in_schema for method in route.methods}
             app.openapi_schema = finish(get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes,
-                tags=app.openapi_tags, servers=app.servers), model_examples(app.routes))
+                tags=app.openapi_tags, servers=app.servers), model_examples(app.routes), derived)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -34,7 +34,11 @@ STATUS_OF_CODE = {
     "projection_lagging": 503,
     "invalid_signature": 400,
     "invalid_payload": 400,
+    "payload_too_large": 413,
+    "request_timeout": 408,
 }
+"""The status of every problem code the API answers with: the one mapping, which the handlers below, the body
+limits (``api.limits``) and the documented error responses (``api.docs``) all read."""
 TITLES = {
     400: "Bad request", 401: "Unauthenticated", 402: "Payment declined", 403: "Forbidden", 404: "Not found",
     405: "Method not allowed", 408: "Request timeout", 409: "Conflict", 412: "Precondition failed",

@@ -3,7 +3,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentUser, LedgerDep, ServicesDep
-from api.docs import AUTHENTICATED
 from api.schemas import BusinessIdOut, BusinessIdsOut, CatalogOut, PaymentConfigOut, PlanOut
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -33,7 +32,7 @@ def payment_config(services: ServicesDep) -> PaymentConfigOut:
                             if stripe else None)
 
 
-@router.get("/me/business-ids", response_model=BusinessIdsOut, responses=AUTHENTICATED,
+@router.get("/me/business-ids", response_model=BusinessIdsOut,
             summary="The caller's organizations that are enabled resellers and that the caller administers")
 def business_ids(user: CurrentUser, ledger: LedgerDep) -> BusinessIdsOut:
     """The portal's reseller selector: the organizations of the token's `orgs` where the caller's role is `admin` and

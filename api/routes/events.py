@@ -8,12 +8,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ResellerAdmin, ServicesDep
-from api.docs import RESELLER
 from api.schemas import EXAMPLE_EVENT, EventOut
 from ledger.errors import ValidationFailed
 from projections import feed, reseller_events
 
-router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["events"], responses=RESELLER)
+router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["events"])
 
 _KNOWN_TYPES = reseller_events.event_type_names()
 

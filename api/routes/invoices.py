@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.as_of import AsOf
 from api.deps import After, ResellerAdmin, ServicesDep
-from api.docs import RESELLER, problems
 from api.routes.portal import READ_YOUR_WRITES_SECONDS
 from api.schemas import EXAMPLE_LINE, EXAMPLE_SUBSCRIPTION_ID, LineOut
 from commands.errors import NotFound, ProjectionLagging
@@ -23,8 +22,7 @@ from projections.as_of import queries as as_of_queries
 from projections.billing_documents import queries
 from service.bootstrap import Services
 
-router = APIRouter(prefix="/v1/resellers/{org_id}/invoices", tags=["invoices"],
-                   responses=RESELLER | problems("projection_lagging"))
+router = APIRouter(prefix="/v1/resellers/{org_id}/invoices", tags=["invoices"])
 
 EXAMPLE_REFUND: dict[str, Any] = {"refund_reference": "re_3QxY2bLkdIwHu7ix1a2b3c4d", "amount_cents": 5950,
                                   "reason": "requested_by_customer", "refunded_at": "2026-12-02T09:15:00Z"}

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query
 
 from api.as_of import AsOf
 from api.deps import After, ResellerAdmin, ServicesDep
-from api.docs import RESELLER, problems
 from api.schemas import CustomerRowOut, CustomerTableOut, SummaryOut
 from commands.errors import ProjectionLagging
 from projections import as_of as as_of_view
@@ -17,8 +16,7 @@ from projections.as_of import queries as as_of_queries
 from projections.customer_table import queries
 from service.bootstrap import Services
 
-router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["portal"],
-                   responses=RESELLER | problems("projection_lagging"))
+router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["portal"])
 
 READ_YOUR_WRITES_SECONDS = 5.0
 

@@ -4,15 +4,15 @@ from fastapi import APIRouter, Response
 
 from api import views
 from api.deps import Idempotency, LedgerDep, ResellerAdmin
-from api.docs import RESELLER, problems
+from api.docs import problems
 from api.routes.common import answer
 from api.schemas import BillingInfoIn, BillingOut
 
-router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["billing"], responses=RESELLER)
+router = APIRouter(prefix="/v1/resellers/{org_id}", tags=["billing"])
 
 
 @router.put("/billing", response_model=BillingOut,
-            responses=problems("payment_declined", "payment_unavailable", "idempotency_conflict"),
+            responses=problems("payment_declined", "payment_unavailable"),
             summary="Put billing information on file: the card is saved with the payment processor")
 def put_billing(body: BillingInfoIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
                 response: Response) -> BillingOut:

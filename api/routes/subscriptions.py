@@ -8,18 +8,18 @@ from fastapi import APIRouter, Depends, Header, Response, status
 from api import views
 from api.as_of import AsOf, subscription_at
 from api.deps import Idempotency, LedgerDep, ResellerAdmin, ServicesDep
-from api.docs import RESELLER, problems
+from api.docs import may_answer, problems
 from api.routes.common import answer, subscription_id
 from api.schemas import CreateSubscriptionIn, EventsOut, OrderIn, PreviewOut, SeatsIn, SeatsPreviewIn, SubscriptionOut
 from ledger.errors import ValidationFailed
 from ledger.subscription import Order
 
-router = APIRouter(prefix="/v1/resellers/{org_id}/subscriptions", tags=["subscriptions"],
-                   responses=RESELLER)
+router = APIRouter(prefix="/v1/resellers/{org_id}/subscriptions", tags=["subscriptions"])
 
 _ENTITY_TAG = re.compile(r'(?:W/)?"(\d{1,18})"')
 
 
+@may_answer("validation_error", "version_mismatch")
 async def expected_version(
     if_match: Annotated[str | None, Header(description='The subscription\'s `version` as you read it, quoted: '
                                            '`"3"`. The change is refused with 412 if it is no longer current.')] = None,
@@ -54,16 +54,16 @@ def _order(body: OrderIn) -> Order:
 def preview_create(body: OrderIn, access: ResellerAdmin, ledger: LedgerDep) -> PreviewOut:
     """Prices a new subscription without creating it: the first period in full at the reseller's tax rate. The
     `quote_id` holds this price until `expires_at` (15 minutes): pass it to `POST .../subscriptions` to be
-    charged exactly this, or refused with 409 `quote_stale`. Organization plans (pro, enterprise) need
-    `organization_name`, `admin_email` and `seats`; single-user plans (plus) need `end_user_email` and have
-    exactly one seat. Problems: 409 `billing_info_required`, 422 `seats_fixed`, 422 `validation_error` (an
-    unknown plan, a field the plan needs or does not take)."""
+    charged exactly this (a quote expired or no longer matching is refused there). Organization plans (pro,
+    enterprise) need `organization_name`, `admin_email` and `seats`; single-user plans (plus) need
+    `end_user_email` and have exactly one seat. Problems: 409 `billing_info_required`, 422 `seats_fixed`, 422
+    `validation_error` (an unknown plan, a field the plan needs or does not take)."""
     return views.preview(ledger.preview_create(access.org_id, _order(body)))
 
 
 @router.post("", response_model=SubscriptionOut, status_code=status.HTTP_201_CREATED,
-             responses=problems("seats_fixed", "billing_info_required", "quote_stale", "idempotency_conflict",
-                                "payment_declined", "payment_unavailable"),
+             responses=problems("seats_fixed", "billing_info_required", "quote_stale", "payment_declined",
+                                "payment_unavailable"),
              summary="Create a subscription and charge its first period")
 def create(body: CreateSubscriptionIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
            response: Response) -> SubscriptionOut:
@@ -106,7 +106,7 @@ def preview_seats(id: str, body: SeatsPreviewIn, access: ResellerAdmin, ledger: 
 
 @router.post("/{id}/seats", response_model=SubscriptionOut, summary="Change the number of seats",
              responses=problems("seats_fixed", "no_change", "invalid_state", "billing_info_required", "quote_stale",
-                                "idempotency_conflict", "version_mismatch", "payment_declined", "payment_unavailable"))
+                                "payment_declined", "payment_unavailable"))
 def change_seats(id: str, body: SeatsIn, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency,
                  version: ExpectedVersion, response: Response) -> SubscriptionOut:
     """Changes the number of seats: an increase is charged now (prorated) and applies at once; a decrease is scheduled
@@ -122,7 +122,7 @@ def change_seats(id: str, body: SeatsIn, access: ResellerAdmin, ledger: LedgerDe
 
 
 @router.post("/{id}/cancel", response_model=SubscriptionOut,
-             responses=problems("invalid_state", "idempotency_conflict", "version_mismatch"),
+             responses=problems("invalid_state"),
              summary="Cancel at the end of the current period (it stays usable until then)")
 def cancel(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency, version: ExpectedVersion,
            response: Response) -> SubscriptionOut:
@@ -136,7 +136,7 @@ def cancel(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idemp
 
 
 @router.post("/{id}/resume", response_model=SubscriptionOut, summary="Undo a cancellation before the period ends",
-             responses=problems("invalid_state", "idempotency_conflict", "version_mismatch"))
+             responses=problems("invalid_state"))
 def resume(id: str, access: ResellerAdmin, ledger: LedgerDep, idempotency: Idempotency, version: ExpectedVersion,
            response: Response) -> SubscriptionOut:
     """Undoes a cancellation before the period ends: the subscription renews as normal again. `If-Match` and

@@ -4,13 +4,12 @@ from fastapi import APIRouter, Response, status
 
 from api import views
 from api.deps import Idempotency, LedgerDep, SupportUser
-from api.docs import SUPPORT, problems
+from api.docs import problems
 from api.routes.common import answer
 from api.schemas import EnableResellerIn, ReenableResellerIn, ResellerOut, TaxExemptionIn
 from commands.errors import NotFound
 
-router = APIRouter(prefix="/v1/support/resellers", tags=["support"],
-                   responses=SUPPORT | problems("idempotency_conflict"))
+router = APIRouter(prefix="/v1/support/resellers", tags=["support"])
 
 
 @router.post("", response_model=ResellerOut, status_code=status.HTTP_201_CREATED,
@@ -49,7 +48,7 @@ def disable(org_id: str, user: SupportUser, ledger: LedgerDep, idempotency: Idem
                   views.reseller)
 
 
-@router.post("/{org_id}/enable", response_model=ResellerOut,
+@router.post("/{org_id}/enable", response_model=ResellerOut, responses=problems("not_found"),
              summary="Enable a disabled reseller again (optionally under a new name)")
 def enable(org_id: str, user: SupportUser, ledger: LedgerDep, idempotency: Idempotency, response: Response,
            body: ReenableResellerIn | None = None) -> ResellerOut:
@@ -62,7 +61,7 @@ def enable(org_id: str, user: SupportUser, ledger: LedgerDep, idempotency: Idemp
                   views.reseller)
 
 
-@router.put("/{org_id}/tax-exemption", response_model=ResellerOut,
+@router.put("/{org_id}/tax-exemption", response_model=ResellerOut, responses=problems("not_found", "invalid_state"),
             summary="Mark a reseller tax-exempt (with a reason, such as a certificate number) or not")
 def tax_exemption(org_id: str, body: TaxExemptionIn, user: SupportUser, ledger: LedgerDep,
                   idempotency: Idempotency, response: Response) -> ResellerOut:

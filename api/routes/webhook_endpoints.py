@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import After, Idempotency, ResellerAdmin, ServicesDep
-from api.docs import RESELLER
+from api.docs import problems
 from api.routes.common import answer
 from api.routes.portal import _caught_up
 from commands.errors import NotFound
@@ -21,8 +21,7 @@ from projections import webhooks
 from projections.webhooks import DELIVERY_COLUMNS, PENDING, SENDING
 from service.bootstrap import Services
 
-router = APIRouter(prefix="/v1/resellers/{org_id}/webhook-endpoints", tags=["webhooks out"],
-                   responses=RESELLER)
+router = APIRouter(prefix="/v1/resellers/{org_id}/webhook-endpoints", tags=["webhooks out"])
 
 SIGNATURE_DOC = ("Each delivery is a POST of JSON `{id, type, created_at, reseller_id, ledger_event, data: {object}}` "
                  "signed in the `Ledger-Signature` header: `t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" "
@@ -164,7 +163,8 @@ def show(id: str, access: ResellerAdmin, services: ServicesDep) -> WebhookEndpoi
     return _shown(_endpoints(services).endpoint(access.org_id, _endpoint_id(id)))
 
 
-@router.delete("/{id}", response_model=WebhookEndpointOut, summary="Delete a webhook endpoint: nothing more is sent")
+@router.delete("/{id}", response_model=WebhookEndpointOut, responses=problems("invalid_state"),
+               summary="Delete a webhook endpoint: nothing more is sent")
 def delete(id: str, access: ResellerAdmin, services: ServicesDep, response: Response) -> WebhookEndpointOut:
     """Deletes the endpoint: nothing more is sent to it, and it leaves the list. 404 `not_found` for an unknown id or
     another reseller's; 409 `invalid_state` if it is already deleted."""
@@ -172,7 +172,7 @@ def delete(id: str, access: ResellerAdmin, services: ServicesDep, response: Resp
     return answer(response, outcome, _shown)
 
 
-@router.post("/{id}/roll-secret", response_model=WebhookEndpointWithSecretOut,
+@router.post("/{id}/roll-secret", response_model=WebhookEndpointWithSecretOut, responses=problems("invalid_state"),
              summary="Replace the signing secret at once; the new one is shown in this answer only")
 def roll_secret(id: str, access: ResellerAdmin, services: ServicesDep, idempotency: Idempotency,
                 response: Response) -> WebhookEndpointWithSecretOut:
@@ -232,7 +232,7 @@ def deliveries(
 
 
 @router.post("/{id}/deliveries/{delivery_id}/resend", response_model=DeliveryOut,
-             status_code=status.HTTP_202_ACCEPTED,
+             status_code=status.HTTP_202_ACCEPTED, responses=problems("invalid_state"),
              summary="Send a delivery again (soon, by the sender; with a fresh 3-day retry window)")
 def resend(id: str, delivery_id: str, access: ResellerAdmin, services: ServicesDep) -> DeliveryOut:
     """Sends a delivery again: it is set back to pending, and the sender sends it soon with a fresh 3-day retry window;

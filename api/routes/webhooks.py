@@ -39,7 +39,7 @@ def stripe_webhooks(services: Services) -> StripeWebhooks:
 
 @router.post("/stripe", response_model=WebhookReceivedOut,
              summary="Receive a Stripe event: verified, recorded once; a redelivery changes nothing",
-             responses=problems("invalid_signature", "invalid_payload", "not_found"))
+             responses=problems("invalid_signature", "invalid_payload", "not_found", "request_timeout"))
 async def stripe_event(
     request: Request,
     services: ServicesDep,

@@ -1,6 +1,7 @@
 """The real app, wired on a temporary data dir, driven through FastAPI's TestClient.
 
-`Api` wraps the client: every answer is checked never to be a 500, and a few short helpers give
+`Api` wraps the client: every answer is checked never to be a 500, every problem answered to be one its
+operation documents in /openapi.json (after the test: ``undeclared_problem``), and a few short helpers give
 tokens, resellers and subscriptions. Nothing is mocked: the simulated payment processor and the
 SQLite event store are the embedded defaults.
 """
@@ -11,7 +12,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,15 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from fastapi import FastAPI
+from starlette.routing import Match
 
 with warnings.catch_warnings():  # starlette warns that its TestClient will move to httpx2
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.docs import api_routes
 from commands.ports import ProcessorCharge
 from ledger import events
 from ledger.reseller import Reseller
@@ -64,6 +68,31 @@ def assert_problem(response: httpx.Response, status: int, code: str, field: str 
     return body
 
 
+def declared_problem_codes(operation: dict[str, Any], status: int) -> set[str]:
+    """The problem codes an OpenAPI operation documents for this status (its examples are named by code)."""
+    content = operation["responses"].get(str(status), {}).get("content", {})
+    return set(content.get(PROBLEM_JSON, {}).get("examples", {}))
+
+
+def undeclared_problem(app: FastAPI, response: httpx.Response) -> str | None:
+    """Why a problem answer is not what its operation documents (its status and code are not among the error
+    responses of /openapi.json), or None. Answers no documented operation matched are not judged (an unknown
+    path, a method the path does not take)."""
+    if not response.headers.get("content-type", "").startswith(PROBLEM_JSON) or response.status_code == 500:
+        return None
+    method, path = response.request.method, response.request.url.path
+    scope = {"type": "http", "method": method, "path": path}
+    route = next((route for route in api_routes(app.routes) if route.matches(scope)[0] is Match.FULL), None)
+    if route is None or not route.include_in_schema:
+        return None
+    operation = app.openapi()["paths"][route.path][method.lower()]
+    code = response.json().get("code")
+    if code in declared_problem_codes(operation, response.status_code):
+        return None
+    return (f"{method} {route.path} answered {response.status_code} {code}, which its documented responses do not "
+            f"name: declare it with api.docs.problems({code!r}) on the route ({response.text})")
+
+
 def assert_iso_utc(*values: Any) -> None:
     for value in values:
         assert isinstance(value, str) and ISO_UTC.match(value), value
@@ -74,6 +103,12 @@ class Api:
     client: TestClient
     services: Services
     keys: TokenKeys
+    problems_answered: list[httpx.Response] = field(default_factory=list)
+
+    def undeclared_problems(self) -> list[str]:
+        """Each problem answered so far whose status and code its operation does not document."""
+        return [found for response in self.problems_answered
+                if (found := undeclared_problem(self.client.app, response)) is not None]  # type: ignore[arg-type]
 
     # --- tokens ---------------------------------------------------------------------------------
 
@@ -93,6 +128,8 @@ class Api:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self.client.request(method, path, **kwargs)
         assert response.status_code != 500, f"{method} {path} answered 500: {response.text}"
+        if response.headers.get("content-type", "").startswith(PROBLEM_JSON):
+            self.problems_answered.append(response)  # checked against the document at the end (running_app)
         return response
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
@@ -204,7 +241,10 @@ def running_app(tmp_path: Path, **settings: Any) -> Iterator[Api]:
     try:
         # Entered once, so that every request of the test shares one event-loop thread.
         with TestClient(create_app(services), raise_server_exceptions=False) as client:
-            yield Api(client, services, token_keys(services.settings, services.development_secret))
+            built = Api(client, services, token_keys(services.settings, services.development_secret))
+            yield built
+            # After the test, so that building the OpenAPI document is not timed with a request.
+            assert not built.undeclared_problems(), built.undeclared_problems()
     finally:
         services.close()
 

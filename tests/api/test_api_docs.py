@@ -11,9 +11,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from api.docs import MEANINGS, api_routes, route_models
+from api.docs import MEANINGS, api_routes, declared_problems, route_models
 from api.errors import STATUS_OF_CODE
-from tests.api.conftest import Api
+from commands.errors import QuoteStale
+from ledger.errors import DomainError
+from tests.api.conftest import Api, undeclared_problem
 
 EXTERNAL = re.compile(r"""(?:https?:)?//(?!testserver\b)[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
 PUBLIC = {("get", "/v1/plans"), ("get", "/v1/payment-config"), ("post", "/v1/webhooks/stripe"), ("get", "/healthz"),
@@ -83,7 +85,7 @@ def test_the_command_routes_declare_their_domain_problems(document: dict[str, An
 
     base = "/v1/resellers/{org_id}/subscriptions"
     assert {"payment_declined", "quote_stale", "idempotency_conflict", "billing_info_required", "forbidden",
-            "not_found", "unauthenticated", "validation_error"} <= codes("post", base)
+            "unauthenticated", "validation_error"} <= codes("post", base)
     assert {"version_mismatch", "seats_fixed", "no_change"} <= codes("post", base + "/{id}/seats")
     assert {"version_mismatch", "invalid_state"} <= codes("post", base + "/{id}/cancel")
     assert {"projection_lagging"} <= codes("get", base)
@@ -91,9 +93,66 @@ def test_the_command_routes_declare_their_domain_problems(document: dict[str, An
 
 
 def test_every_problem_code_the_api_returns_is_documented() -> None:
-    assert set(STATUS_OF_CODE) <= set(MEANINGS), set(STATUS_OF_CODE) - set(MEANINGS)
-    for code, status in STATUS_OF_CODE.items():
-        assert MEANINGS[code][0] == status, code
+    """Each code has one status (api.errors) and one meaning (api.docs); every domain error's code is among them,
+    so none leaves with the handler's fallback status and no documented meaning."""
+    assert set(STATUS_OF_CODE) == set(MEANINGS), set(STATUS_OF_CODE) ^ set(MEANINGS)
+
+    def subclasses(kind: type) -> list[type]:
+        return [each for sub in kind.__subclasses__() for each in (sub, *subclasses(sub))]
+
+    import commands.errors  # noqa: F401  (the command layer's errors, subclasses of DomainError)
+    raised = {kind.code for kind in subclasses(DomainError)}
+    assert len(raised) > 10 and raised <= set(STATUS_OF_CODE), raised - set(STATUS_OF_CODE)
+
+
+def test_every_problem_code_a_description_names_is_declared(document: dict[str, Any]) -> None:
+    """The prose of an operation and its declared responses tell the same story."""
+    missing = []
+    for method, path, operation in operations(document):
+        named = set(re.findall(r"`([a-z_]+)`", operation.get("description", ""))) & set(MEANINGS)
+        declared = set(declared_problems(operation["responses"]))
+        missing += [f"{method.upper()} {path}: {code}" for code in sorted(named - declared)]
+    assert not missing, missing
+
+
+def test_what_a_route_is_built_with_declares_its_problems(document: dict[str, Any]) -> None:
+    """Dependencies mark what they make possible (api.docs.may_answer): every route taking a token declares 401,
+    an Idempotency-Key 409 idempotency_conflict, If-Match 412, ?after= 503 projection_lagging; and a route
+    naming a resource in its path 404. Each such answer is declared once per status, whatever the router
+    and the route declare for the same status (FastAPI would let the route's replace the router's)."""
+    for method, path, operation in operations(document):
+        codes = set(declared_problems(operation["responses"]))
+        parameters = {p["name"].lower(): p["in"] for p in operation.get("parameters", [])}
+        assert ("idempotency-key" in parameters) == ("idempotency_conflict" in codes), (method, path)
+        assert ("if-match" in parameters) == ("version_mismatch" in codes), (method, path)
+        if parameters.get("after") == "query" and path != "/v1/resellers/{org_id}/events":
+            assert "projection_lagging" in codes, (method, path)
+        if set(re.findall(r"{(\w+)}", path)) - {"org_id"}:
+            assert "not_found" in codes, (method, path)
+        assert "payload_too_large" in codes, (method, path)
+    disable = document["paths"]["/v1/support/resellers/{org_id}/disable"]["post"]["responses"]["409"]
+    assert set(disable["content"]["application/problem+json"]["examples"]) == {"idempotency_conflict", "invalid_state"}
+
+
+def test_a_problem_a_route_does_not_declare_is_caught(sandbox_api: Api) -> None:
+    """Every answer of the API tests goes through tests.api.conftest's check that a problem's status and code
+    are among its operation's declared responses: a route that answers one it does not declare fails it."""
+    app = sandbox_api.client.app
+
+    def undeclared(org_id: str) -> None:
+        raise QuoteStale("not declared here")
+
+    app.add_api_route("/v1/test-undeclared/{org_id}", undeclared, dependencies=[])  # type: ignore[attr-defined]
+    app.openapi_schema = None  # type: ignore[attr-defined]
+    response = sandbox_api.client.get("/v1/test-undeclared/org_x")
+    assert response.status_code == 409
+    found = undeclared_problem(app, response)  # type: ignore[arg-type]
+    assert found is not None and "quote_stale" in found and "/v1/test-undeclared/{org_id}" in found
+    declared = sandbox_api.client.get("/v1/resellers/org_x/subscriptions/not-a-uuid")
+    assert undeclared_problem(app, declared) is None  # type: ignore[arg-type]
+    recorded = sandbox_api.get("/v1/test-undeclared/org_x")  # what running_app checks after each test
+    assert sandbox_api.undeclared_problems() == [undeclared_problem(app, recorded)]  # type: ignore[arg-type]
+    sandbox_api.problems_answered.clear()  # or this test's own teardown would fail
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
