@@ -67,6 +67,8 @@ class Services:
     webhook_endpoints: WebhookEndpoints | None = None
 
     _threads: list[SchedulerThread | SenderThread | WebhookSenderThread] = field(default_factory=list)
+    metrics_server: metrics.MetricsServer | None = None
+    """The scheduler's metrics over HTTP, when ``scheduler_metrics_port`` is set."""
     recovery: ChargeRecovery = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,7 +81,7 @@ class Services:
 
     def start_background(self, *, scheduler: bool = True, followers: bool = True) -> None:
         """Keep the read models following the log (and the invitation outbox sending), and the
-        scheduler running, in this process."""
+        scheduler running (with its metrics served when ``scheduler_metrics_port`` is set), in this process."""
         if followers:
             self.read_side.start()
             self._threads.append(SenderThread(self.invitations))
@@ -88,11 +90,17 @@ class Services:
                                                          concurrency=self.settings.webhooks_concurrency))
         if scheduler:
             self._threads.append(SchedulerThread(self.scheduler, self.recovery))
+            port = self.settings.scheduler_metrics_port
+            if port is not None and self.metrics_server is None:
+                self.metrics_server = metrics.MetricsServer(self, port, self.settings.scheduler_metrics_host)
         for thread in self._threads:
             if not thread.is_alive():
                 thread.start()
 
     def stop_background(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
         for thread in self._threads:
             thread.stop()
         for thread in self._threads:

@@ -12,9 +12,9 @@ Two kinds:
   due backlog and the depth of each outbox.
 
 Commands and charges are counted in the process that runs them. In the embedded default that is ``ledger serve``
-for all of them; in the PostgreSQL layout the renewals that ``ledger scheduler`` charges are counted in that
-process, which serves no /metrics yet (to do: a ``--metrics-port`` for ``ledger scheduler`` and ``ledger
-projections``, e.g. with prometheus_client.start_http_server).
+for all of them. In the PostgreSQL layout the renewals, retries and expiries are run, and charged, by ``ledger
+scheduler``: with ``LEDGER_SCHEDULER_METRICS_PORT`` set, the process that runs the scheduler serves its own
+metrics on that port (``MetricsServer``), its counts and the same figures read from the stores.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -60,8 +60,8 @@ COMMAND_METHODS = ("enable_reseller", "disable_reseller", "set_tax_exemption", "
 """The Ledger's commands, counted under their method's name."""
 
 OUTBOX_DEPTHS: dict[str, Callable[[Services], int]] = {}
-"""Outboxes whose depth (messages not yet delivered) ``ledger_outbox_depth{outbox=...}`` reports. The hook for
-another outbox (outgoing webhooks): ``OUTBOX_DEPTHS["webhooks"] = lambda services: <undelivered count>``."""
+"""Outboxes whose depth (messages not yet delivered) ``ledger_outbox_depth{outbox=...}`` reports, by name: the
+invitations and the webhook deliveries (below); another outbox adds its count here."""
 
 
 # --- counted where it happens ------------------------------------------------------------------------
@@ -201,12 +201,26 @@ def _invitation_outbox_depth(services: Services) -> int:
         return int(cursor.fetchone()[0])
 
 
+def _webhook_outbox_depth(services: Services) -> int:
+    """Deliveries to enabled endpoints not yet delivered nor given up (those of a disabled or deleted endpoint
+    are never sent, and would otherwise count for ever)."""
+    from ledger.webhook_endpoint import ENABLED
+    from projections import webhooks
+
+    with services.read_side.db(webhooks.NAME).snapshot() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM webhook_deliveries d JOIN webhook_endpoints e "
+                       "ON e.endpoint_id = d.endpoint_id WHERE e.state = ? AND d.state IN (?, ?)",
+                       (ENABLED, webhooks.PENDING, webhooks.SENDING))
+        return int(cursor.fetchone()[0])
+
+
 OUTBOX_DEPTHS["invitations"] = _invitation_outbox_depth
+OUTBOX_DEPTHS["webhooks"] = _webhook_outbox_depth
 
 
-def exposition(services: Services) -> bytes:
-    """The text exposition of every metric: this process's counts (or all workers', in multiprocess mode)
-    and the figures read from the stores."""
+def registry_of(services: Services) -> CollectorRegistry:
+    """Every metric: this process's counts (or all workers', in multiprocess mode) and the figures read from the
+    stores at each collection."""
     registry = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.MultiProcessCollector(registry)
@@ -214,7 +228,27 @@ def exposition(services: Services) -> bytes:
         for collector in (HTTP_REQUESTS, HTTP_DURATION, COMMANDS, CHARGES, DECLINES):
             registry.register(collector)
     registry.register(ServiceCollector(services))
-    return generate_latest(registry)
+    return registry
+
+
+def exposition(services: Services) -> bytes:
+    """The text exposition of every metric, for ``GET /metrics``."""
+    return generate_latest(registry_of(services))
+
+
+class MetricsServer:
+    """The metrics over HTTP from a daemon thread, for a process that serves no API (the scheduler's): any path
+    answers the exposition."""
+
+    def __init__(self, services: Services, port: int, host: str = "127.0.0.1") -> None:
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry_of(services))
+        self.port = int(self._server.server_port)  # port 0 takes a free one
+        log.info("metrics served on http://%s:%d/metrics", host, self.port, extra={"metrics_port": self.port})
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
 
 
 def prepare_multiprocess_dir() -> Path:

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     """``ledger serve``: open connections (and requests in progress) per worker process; beyond, 503."""
     log_format: Literal["json", "text"] | None = None
     """Log lines as JSON or as text; by default text on a terminal and JSON elsewhere."""
+    scheduler_metrics_port: int | None = Field(None, ge=0, le=65535)
+    """A process that runs the scheduler serves its Prometheus metrics on this port (``ledger scheduler`` in the
+    PostgreSQL layout, whose renewals, charges and declines are counted there); unset, it serves none. The API
+    process serves its own at ``GET /metrics``."""
+    scheduler_metrics_host: str = "127.0.0.1"
+    """The address that port listens on: ``0.0.0.0`` for Prometheus in another container."""
     recovery_grace_seconds: float = Field(60.0, ge=0)
     """A charge intent left open this long is settled by recovery (asked of the processor, refunded or closed):
     longer than a live command holds one, and than a dead process's request may still be in flight."""

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import logs, metrics
+from service import logs
 from service.settings import load_settings
 from tests.api.conftest import ORG, Api, assert_problem, pro_order
 
@@ -243,9 +243,64 @@ def test_the_due_backlog_counts_what_fell_due(tmp_path: Any) -> None:
         assert value(samples(api), "ledger_scheduler_due_backlog") == 2
 
 
-def test_another_outbox_is_reported_through_the_hook(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(metrics.OUTBOX_DEPTHS, "webhooks", lambda services: 7)
-    assert value(samples(api), "ledger_outbox_depth", outbox="webhooks") == 7
+def test_the_webhook_outbox_depth_counts_deliveries_not_yet_made(tmp_path: Any) -> None:
+    from tests.api.conftest import running_app
+    from tests.webhook_receiver import receiving
+
+    with running_app(tmp_path, webhooks_allow_private=True) as api, receiving() as receiver:
+        api.reseller(ORG)
+        assert value(samples(api), "ledger_outbox_depth", outbox="webhooks") == 0
+        registered = api.post(f"/v1/resellers/{ORG}/webhook-endpoints", headers=api.admin(),
+                              json={"url": receiver.url("/hook"), "event_types": ["subscription.created",
+                                                                                  "invoice.issued"]})
+        assert registered.status_code == 201, registered.text
+        api.subscription()
+        api.services.read_side.catch_up()  # the follower enqueues; no sender runs in this app
+        assert value(samples(api), "ledger_outbox_depth", outbox="webhooks") == 2
+        assert api.services.webhooks.send_due() == 2  # type: ignore[union-attr]
+        assert value(samples(api), "ledger_outbox_depth", outbox="webhooks") == 0
+
+
+def test_the_scheduler_process_serves_its_own_metrics(tmp_path: Any) -> None:
+    """``ledger scheduler`` in the PostgreSQL layout serves no API: with LEDGER_SCHEDULER_METRICS_PORT its
+    renewals (commands and charges) and the due backlog are scraped from it directly."""
+    import time
+    import urllib.request
+    from datetime import timedelta
+
+    from tests.api.conftest import running_app
+
+    def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
+
+    with running_app(tmp_path, clock="sandbox", scheduler_metrics_port=0) as api:
+        api.reseller(ORG)
+        api.subscription()
+        api.move_clock(timedelta(days=40))
+        api.services.read_side.catch_up()
+        before = samples(api)
+        assert value(before, "ledger_scheduler_due_backlog") == 1
+        api.services.start_background(followers=False)  # what `ledger scheduler` runs: it renews at once
+        server = api.services.metrics_server
+        assert server is not None and server.port > 0
+        deadline = time.monotonic() + 20
+        while True:
+            found = scrape(server.port)
+            renewed = value(found, "ledger_commands_total", command="run_due", outcome="ok") - value(
+                before, "ledger_commands_total", command="run_due", outcome="ok")
+            if renewed >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert renewed >= 1
+        assert value(found, "ledger_charges_total", outcome="succeeded") - value(
+            before, "ledger_charges_total", outcome="succeeded") >= 1
+        api.services.read_side.catch_up()
+        assert value(scrape(server.port), "ledger_scheduler_due_backlog") == 0
+        api.services.stop_background()
+        assert api.services.metrics_server is None
 
 
 # --- readiness -----------------------------------------------------------------------------------------

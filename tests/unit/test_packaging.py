@@ -113,3 +113,18 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     refused = subprocess.run(["docker-compose", "config", "--quiet"], cwd=tmp_path, capture_output=True, text=True,
                              timeout=60)
     assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
+
+
+def test_compose_serves_the_scheduler_metrics_through_its_typed_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.settings import load_settings
+
+    scheduler = compose()["services"]["scheduler"]
+    environment = scheduler["environment"]
+    assert environment["LEDGER_DATABASE_URL"] == compose()["services"]["api"]["environment"]["LEDGER_DATABASE_URL"]
+    for name in ("LEDGER_SCHEDULER_METRICS_PORT", "LEDGER_SCHEDULER_METRICS_HOST"):
+        monkeypatch.setenv(name, str(environment[name]))
+    settings = load_settings()
+    assert settings.scheduler_metrics_host == "0.0.0.0"
+    port = settings.scheduler_metrics_port
+    assert port and str(port) in scheduler["expose"]
+    assert f"127.0.0.1:{port}/metrics" in " ".join(scheduler["healthcheck"]["test"])
