@@ -85,7 +85,8 @@ class AsOf:
             valid_from BIGINT NOT NULL, valid_to BIGINT NOT NULL, PRIMARY KEY (subscription_id, valid_from))""")
         # A page walks one of the "sorted_by" indexes in its order, keeping the versions that hold at T and
         # match the filters, all read from the index; "begun" finds the versions that started by T (few,
-        # early in the history), with what a search and the filters need. (The "by_" indexes came before.)
+        # early in the history), with what a search and the filters need, and "unended" those that had
+        # not ended by T (few, late in it). (The "by_" indexes came before.)
         for column in SUBSCRIPTION_SORTS:
             cursor.execute(f"DROP INDEX IF EXISTS as_of_subscriptions_by_{column}")
             carried = ", ".join(c for c in FILTERED if c != column)
@@ -95,11 +96,20 @@ class AsOf:
         cursor.execute("DROP INDEX IF EXISTS as_of_subscriptions_by_validity")
         cursor.execute("CREATE INDEX IF NOT EXISTS as_of_subscriptions_begun ON as_of_subscriptions "
                        f"(reseller_org_id, valid_from, valid_to, customer_search, {', '.join(FILTERED)})")
+        # The same, the other way round: the versions not ended by T (few late in the history)
+        cursor.execute("CREATE INDEX IF NOT EXISTS as_of_subscriptions_unended ON as_of_subscriptions "
+                       f"(reseller_org_id, valid_to, valid_from, customer_search, {', '.join(FILTERED)})")
+        # Each batch loads the open versions of its streams by key: on PostgreSQL this index made a rebuild
+        # of the view 30 % faster than the primary key with a filter (SQLite: no difference).
+        cursor.execute("CREATE INDEX IF NOT EXISTS as_of_subscriptions_open ON as_of_subscriptions "
+                       f"(subscription_id) WHERE valid_to = {OPEN}")
         cursor.execute("""CREATE TABLE IF NOT EXISTS as_of_cards (reseller_org_id TEXT NOT NULL,
             valid_from BIGINT NOT NULL, total_customers BIGINT NOT NULL, active BIGINT NOT NULL,
             canceled BIGINT NOT NULL, total_seats BIGINT NOT NULL, PRIMARY KEY (reseller_org_id, valid_from))""")
         cursor.execute(f"""CREATE TABLE IF NOT EXISTS as_of_invoices ({_columns_sql(Document)},
             valid_from BIGINT NOT NULL, valid_to BIGINT NOT NULL, PRIMARY KEY (invoice_id, valid_from))""")
+        cursor.execute("CREATE INDEX IF NOT EXISTS as_of_invoices_open ON as_of_invoices "
+                       f"(invoice_id) WHERE valid_to = {OPEN}")
         cursor.execute("CREATE INDEX IF NOT EXISTS as_of_invoices_by_reseller ON as_of_invoices "
                        "(reseller_org_id, issued_at, invoice_id, valid_from, valid_to)")
         cursor.execute("CREATE INDEX IF NOT EXISTS as_of_invoices_by_subscription ON as_of_invoices "

@@ -265,3 +265,76 @@ def test_every_screen_passes_axe_and_fits_390_px(page: Any, portal: Portal) -> N
     first = page.locator("#customers-rows tr[data-id]").first
     expect(first.locator("td[data-label=Customer]")).to_be_visible()
     assert serious_violations(page) == []
+
+
+FOCUSED_NAME = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return "(outside the page)";
+  const label = e.getAttribute("aria-label") || (e.labels && e.labels[0] && e.labels[0].textContent) || e.textContent;
+  return (label || "").trim().replace(/\\s+/g, " ") || e.outerHTML.slice(0, 80);
+}"""
+
+
+def tab_to(page: Any, name: str | re.Pattern[str], most: int = 60) -> None:
+    """Presses Tab until the focused control's label or text is `name`, as a keyboard user does."""
+    wanted = name if isinstance(name, re.Pattern) else re.compile(f"^{re.escape(name)}$")
+    seen = []
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        seen.append(page.evaluate(FOCUSED_NAME))
+        if wanted.search(seen[-1]):
+            return
+    raise AssertionError(f"Tab never reached {name!r}; it went through {seen}")
+
+
+def test_keyboard_alone_creates_changes_seats_cancels_and_reaches_invoices(page: Any, portal: Portal) -> None:
+    sign_in(page, portal.admin_token)
+    dialog = page.locator("dialog[open]")
+
+    tab_to(page, "Create Subscription")
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_visible()
+    tab_to(page, re.compile("^Lens Plus "))
+    page.keyboard.press("ArrowDown")  # radio group: Plus → Pro
+    expect(dialog.get_by_label("Lens Pro")).to_be_checked()
+    tab_to(page, "Organization name")
+    page.keyboard.type("Keyboard Co")
+    tab_to(page, "Administrator email")
+    page.keyboard.type("it@keyboard.example")
+    tab_to(page, "Seats")
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("4")
+    expect(dialog.locator("[data-testid=total]")).to_have_text("$120.00")
+    tab_to(page, re.compile(r"^Confirm and pay"))
+    page.keyboard.press("Enter")
+    expect(page.locator("#notices")).to_contain_text("Subscription created for Keyboard Co")
+    expect(row(page, "Keyboard Co")).to_contain_text("Lens Pro")
+
+    tab_to(page, "Actions for Keyboard Co", most=200)
+    page.keyboard.press("ArrowDown")
+    expect(page.get_by_role("menuitem", name="Modify Seats")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_label("New seat count")).to_be_focused()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("6")
+    expect(dialog).to_contain_text("4 → 6 seats")
+    tab_to(page, re.compile(r"^Add seats and pay \$"))
+    page.keyboard.press("Enter")
+    expect(page.locator("#notices")).to_contain_text("Keyboard Co now has 6 seats")
+
+    tab_to(page, "Actions for Keyboard Co", most=200)
+    page.keyboard.press("ArrowDown")
+    while page.evaluate(FOCUSED_NAME) != "Cancel Subscription":
+        page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(dialog).to_contain_text("stays usable until")
+    tab_to(page, "Cancel Subscription")
+    page.keyboard.press("Enter")
+    expect(page.locator("#notices")).to_contain_text(re.compile(r"Keyboard Co is canceled\. It stays usable until"))
+    expect(row(page, "Keyboard Co").locator("td[data-label=Status]")).to_contain_text("canceled")
+
+    page.keyboard.press("Shift+Tab")  # back towards the navigation, from wherever the page left focus
+    tab_to(page, "Invoices", most=200)
+    page.keyboard.press("Enter")
+    expect(page.locator("#screen-invoices")).to_be_visible()
+    expect(page.locator("#invoices-rows")).to_contain_text("Keyboard Co")
