@@ -55,8 +55,11 @@ def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, as_of:
         listed = _cards(read, reseller_org_id, at).total_customers  # the rows at T, without a filter
         # The narrowest way to the rows at T that match: through the interval's indexes when there are few
         # rows at T (early in the history) or for a search (they carry the names); else the filter's index.
-        narrow = (_interval_index(db, read, reseller_org_id, at) if q or listed <= small_answer or not (status or plan)
-                  else "sorted_by_status" if status else "sorted_by_plan")
+        narrow: str | None = None  # an unfiltered page of many rows needs none: it walks the sort's index
+        if q or listed <= small_answer:
+            narrow = _interval_index(db, read, reseller_org_id, at)
+        elif status or plan:
+            narrow = "sorted_by_status" if status else "sorted_by_plan"
         if total is None:
             if not (status or plan or q):
                 total = listed
@@ -68,7 +71,7 @@ def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, as_of:
         if total:
             # A large answer: walk the sort's index, keeping the versions that hold at T and match (the index
             # carries the interval and the filters); the page fills quickly. A small one: gather, then sort.
-            by = narrow if total <= small_answer else f"sorted_by_{asked.column}"
+            by = narrow if narrow and total <= small_answer else f"sorted_by_{asked.column}"
             read.execute(f"SELECT {', '.join(live_table.OUT)}, {asked.column} FROM as_of_subscriptions"
                          f"{_hint(db, by)} WHERE {' AND '.join(page_where)} ORDER BY {asked.column} "
                          f"{asked.order}, subscription_id {asked.order} LIMIT ?", [*page_params, limit + 1])
