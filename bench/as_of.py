@@ -112,9 +112,9 @@ def rebuild(services: Services, backend: str) -> None:
     for name in (customer_table.NAME, as_of.NAME):
         follower = services.read_side.followers[name]
         began = time.perf_counter()
-        processed = follower.catch_up()
-        common.show(common.rate(f"rebuild {name}", backend, "catch_up", processed, time.perf_counter() - began,
-                                "events/s"))
+        follower.catch_up()
+        common.show(common.rate(f"rebuild {name}", backend, "catch_up", services.read_side.log.head(),
+                                time.perf_counter() - began, "events/s"))  # per event of the log
     with services.read_side.db(as_of.NAME).snapshot() as cursor:
         cursor.execute("SELECT COUNT(*) FROM as_of_subscriptions")
         versions = cursor.fetchone()[0]

@@ -42,14 +42,19 @@ SAVE_BATCH = 300
 class Options:
     backends: list[str]
     quick: bool
+    size: int | None
+    """The script's main size (subscriptions, documents) when given, instead of its default."""
 
 
 def options(description: str) -> Options:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--quick", action="store_true", help="small sizes: only checks that the script works")
+    parser.add_argument("--size", type=int, help="the script's main size instead of its default (or --quick's)")
     args = parser.parse_args()
-    return Options(list(BACKENDS) if args.backend == "both" else [args.backend], args.quick)
+    if args.size is not None and args.size < 1:
+        parser.error("--size must be at least 1")
+    return Options(list(BACKENDS) if args.backend == "both" else [args.backend], args.quick, args.size)
 
 
 # --- deployments ----------------------------------------------------------------------------------

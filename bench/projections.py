@@ -1,7 +1,7 @@
 """Read side: the rebuild rate of every projection, the lag from a command to its customer-table row,
 and the latency of customer-table pages and summary cards, on a bulk-populated store.
 
-    python bench/projections.py [--backend sqlite|postgres|both] [--quick]
+    python bench/projections.py [--backend sqlite|postgres|both] [--quick] [--size SUBSCRIPTIONS]
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ def rebuild(services: Services, backend: str) -> None:
     total = 0.0
     for name, follower in services.read_side.followers.items():
         start = time.perf_counter()
-        processed = follower.catch_up()
+        follower.catch_up()
         seconds = time.perf_counter() - start
         total += seconds
-        common.show(common.rate(f"rebuild {name}", backend, "catch_up", processed, seconds, "events/s"))
+        # Per event of the log: a view decodes only its streams' events, and skips the others.
+        common.show(common.rate(f"rebuild {name}", backend, "catch_up", head, seconds, "events/s"))
     common.show(common.rate("rebuild every projection", backend, "one after another", head, total, "events/s"))
 
 
@@ -127,7 +128,7 @@ def live_lag(services: Services, backend: str, commands: int) -> None:
 
 def main() -> int:
     options = common.options(__doc__ or "")
-    subscriptions = QUICK_SUBSCRIPTIONS if options.quick else SUBSCRIPTIONS
+    subscriptions = options.size or (QUICK_SUBSCRIPTIONS if options.quick else SUBSCRIPTIONS)
     common.header(f"read side over {subscriptions} subscriptions of one reseller"
                   f"{' (quick sizes)' if options.quick else ''}")
     for backend in options.backends:

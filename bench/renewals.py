@@ -1,7 +1,7 @@
 """Renewals per second when every subscription of a store falls due at once: the scheduler's
 `run_due` charging the simulated gateway, on a sandbox clock moved to the common period end.
 
-    python bench/renewals.py [--backend sqlite|postgres|both] [--quick]
+    python bench/renewals.py [--backend sqlite|postgres|both] [--quick] [--size SUBSCRIPTIONS]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def renewals(backend: str, subscriptions: int) -> None:
 
 def main() -> int:
     options = common.options(__doc__ or "")
-    subscriptions = QUICK_SUBSCRIPTIONS if options.quick else SUBSCRIPTIONS
+    subscriptions = options.size or (QUICK_SUBSCRIPTIONS if options.quick else SUBSCRIPTIONS)
     common.header(f"renewals of {subscriptions} subscriptions due at once{' (quick sizes)' if options.quick else ''}")
     for backend in options.backends:
         renewals(backend, subscriptions)

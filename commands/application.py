@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import JSONTranscoder, Recording
 from eventsourcing.utils import Environment, EnvType
 
@@ -59,6 +59,24 @@ class LedgerApplication(Application[UUID]):
             elif obj is not None:
                 events.append(obj)
         return self._group_commit.save(events)
+
+    def get_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any]:
+        """The aggregates of these ids that exist, by id: on SQLite and PostgreSQL read in one query (a batch of
+        commands loads its aggregates at once), elsewhere one by one as the repository reads them."""
+        select_streams = getattr(self.recorder, "select_streams", None)
+        if select_streams is None or self.snapshots is not None:
+            found = {}
+            for aggregate_id in aggregate_ids:
+                try:
+                    found[aggregate_id] = self.repository.get(aggregate_id)
+                except AggregateNotFoundError:
+                    continue
+            return found
+        aggregates: dict[UUID, Any] = {}
+        for stored in select_streams(list(dict.fromkeys(aggregate_ids))):
+            event = self.mapper.to_domain_event(stored)
+            aggregates[event.originator_id] = event.mutate(aggregates.get(event.originator_id))
+        return aggregates
 
     def _record_events(self, events: Sequence[Any]) -> list[Recording[UUID]]:
         return super().save(*events)

@@ -35,6 +35,8 @@ CHAIN_TABLE = "ledger_chain"
 GENESIS = "0" * 64
 """The predecessor of the first event of the log, and of the first event of every stream."""
 
+STREAMS_PER_QUERY = 500
+
 _COLUMNS = "position, originator_id, originator_version, event_hash, previous_hash, previous_stream_hash"
 
 
@@ -98,16 +100,15 @@ def link(query: Query, insert_many: InsertMany, events_table: str, position_colu
         previous = GENESIS
     batch = sorted(zip(positions, stored_events), key=lambda pair: pair[0])
     streams: dict[str, str] = {}
-    wanted: list[tuple[str, int]] = []
+    first_versions: dict[str, int] = {}
     for _, stored in batch:
-        key = stream_key(stored.originator_id)
-        if key not in streams and key not in {w[0] for w in wanted} and stored.originator_version > 1:
-            wanted.append((key, stored.originator_version - 1))
+        first_versions.setdefault(stream_key(stored.originator_id), stored.originator_version)
+    wanted = {key: version - 1 for key, version in first_versions.items() if version > 1}  # their predecessors
     if wanted:
         values = ", ".join("(?, ?)" for _ in wanted)
         rows = query(f"SELECT originator_id, event_hash FROM {chain_table} "
                      f"WHERE (originator_id, originator_version) IN (VALUES {values})",
-                     [part for pair in wanted for part in pair])
+                     [part for pair in wanted.items() for part in pair])
         streams.update({row[0]: row[1] for row in rows})
     chained = []
     for position, stored in batch:
@@ -152,6 +153,19 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
              list(positions or ()), stored_events)
         return positions
 
+    def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of these streams, stream by stream in version order, in one query per chunk."""
+        found: list[StoredEvent] = []
+        for start in range(0, len(originator_ids), STREAMS_PER_QUERY):
+            chunk = [originator_id.hex for originator_id in originator_ids[start:start + STREAMS_PER_QUERY]]
+            with self.datastore.transaction(commit=False) as c:
+                c.execute(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                          f"WHERE originator_id IN ({', '.join('?' * len(chunk))}) "
+                          "ORDER BY originator_id, originator_version", chunk)
+                found.extend(StoredEvent(self.convert_originator_id(row["originator_id"]), row["originator_version"],
+                                         row["topic"], row["state"]) for row in c.fetchall())
+        return found
+
 
 class ChainedPostgresRecorder(PostgresApplicationRecorder):
     """The library's PostgreSQL application recorder, adding chain rows in each insert's transaction,
@@ -166,6 +180,24 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self.chain_table = f'"{schema}"."{CHAIN_TABLE}"'
         for statement in chain_table_sql(self.chain_table):
             self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
+        id_type = self.datastore.originator_id_type
+        self.insert_columns_statement = SQL(  # type: ignore[call-overload]
+            f"INSERT INTO {self.events_table} (originator_id, originator_version, topic, state) "
+            f"SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) RETURNING notification_id")
+
+    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
+                              **kwargs: Any) -> None:
+        """The library's insert (table lock, notify, insert returning positions), its rows sent as one binary array
+        per column: the library sends an array of a composite type, which psycopg writes as text in Python, about
+        35 µs of CPU per event against 3 µs."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self.insert_columns_statement, (
+            [stored.originator_id for stored in stored_events],
+            [stored.originator_version for stored in stored_events],
+            [stored.topic for stored in stored_events],
+            [bytes(stored.state) for stored in stored_events],
+        ))
 
     def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
                                        **kwargs: Any) -> Sequence[int] | None:
@@ -181,6 +213,18 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         link(query, insert_many, self.events_table, self.position_column, self.chain_table,
              list(positions or ()), stored_events)
         return positions
+
+    def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of these streams, stream by stream in version order, in one query per chunk."""
+        statement = SQL(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} "  # type: ignore[arg-type]
+                        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version")
+        found: list[StoredEvent] = []
+        with self.datastore.get_connection() as connection, connection.cursor() as curs:
+            for start in range(0, len(originator_ids), STREAMS_PER_QUERY):
+                curs.execute(statement, (list(originator_ids[start:start + STREAMS_PER_QUERY]),))
+                found.extend(StoredEvent(row["originator_id"], row["originator_version"], row["topic"],
+                                         bytes(row["state"])) for row in curs.fetchall())
+        return found
 
 
 RECORDER_TOPICS = {

@@ -11,7 +11,7 @@ intent left open by a crash is settled by ``settle_charge`` (see ``commands.reco
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -30,7 +30,7 @@ from commands.quotes import Quote, QuoteSigner, order_subject, seats_subject
 from ledger.catalog import ORGANIZATION, Catalog
 from ledger.charge import COMPLETED, Charge
 from ledger.customer_account import CustomerAccount
-from ledger.errors import PaymentDeclined
+from ledger.errors import DomainError, PaymentDeclined
 from ledger.invoice import RENEWAL, SEATS_INCREASED, SUBSCRIPTION_CREATED, Invoice
 from ledger.payments import Payment
 from ledger.pricing import Bill
@@ -108,25 +108,65 @@ class _Attempt:
     no earlier request can have named): their intents are not looked up. Any other try looks them up."""
 
 
+@dataclass
+class DueBatch:
+    """What ``run_due_batch`` did with each subscription it was given."""
+
+    changed: list[UUID] = field(default_factory=list)
+    """Renewed, expired, or its renewal's decline recorded."""
+    not_due: list[UUID] = field(default_factory=list)
+    busy: list[UUID] = field(default_factory=list)
+    """Held by another change, or met one: not done here, for ``run_due`` alone (which waits its turn)."""
+    failed: dict[UUID, Exception] = field(default_factory=dict)
+    """Not done, for the next run (a processor outage, billing information missing)."""
+
+
+@dataclass
+class _PlannedRenewal:
+    """A due subscription in a batch: what it will charge, then what it will save."""
+
+    subscription: Subscription
+    reseller: Reseller
+    attempt: _Attempt
+    bill: Bill | None = None
+    card: CardOnFile | None = None
+    charge: Charge | None = None
+    resumed: bool = False
+    pending: list[Any] = field(default_factory=list)
+    """Its outcome's events, collected from its aggregates (so that a failed batch can save them again)."""
+
+
+def _collect(aggregates: list[Any]) -> list[Any]:
+    return [event for aggregate in aggregates for event in aggregate.collect_events()]
+
+
 class _Payer:
     """Charges the reseller's card for a bill: records the intent, then asks the processor, keyed by the
     charge's basis and attempt."""
 
     def __init__(self, ledger: Ledger, attempt: _Attempt, reseller: Reseller, *, subscription_id: UUID,
-                 basis_version: int, purpose: str, quoted_total: int | None) -> None:
+                 basis_version: int, purpose: str, quoted_total: int | None,
+                 intended: tuple[Charge, bool] | None = None) -> None:
         self._ledger, self._attempt, self._reseller = ledger, attempt, reseller
         self._subscription_id, self._basis_version = subscription_id, basis_version
         self._purpose, self._quoted_total = purpose, quoted_total
+        self._intended = intended
+        """The charge and whether it resumes an open attempt, when a batch recorded its intent beforehand."""
 
     def __call__(self, bill: Bill) -> Payment | None:
         if self._quoted_total is not None and bill.total_cents != self._quoted_total:
             raise QuoteStale("prices or tax changed since the quote was issued; preview again")
         if bill.total_cents == 0:
             return None
-        card = self._reseller.require_billing_info()
         attempt = self._attempt
-        charge, resumed = self._ledger._intend_charge(attempt, self._reseller.org_id, self._subscription_id,
-                                                      self._basis_version, self._purpose, bill, card)
+        if self._intended is None:
+            charge, resumed = self._ledger._intend_charge(attempt, self._reseller.org_id, self._subscription_id,
+                                                          self._basis_version, self._purpose, bill,
+                                                          self._reseller.require_billing_info())
+        else:
+            charge, resumed = self._intended
+            if not charge.matches(bill, customer=charge.customer, payment_method=charge.payment_method):
+                raise StaleBasis(f"the bill of {self._subscription_id} changed after its intent was recorded")
         assert charge.invoice_id is not None
         gateway = self._ledger.gateway
         try:
@@ -327,6 +367,154 @@ class Ledger:
             return subscription
 
         return self._execute(work, actor=actor, locks=[f"subscription:{subscription_id}"])
+
+    def run_due_batch(self, subscription_ids: Sequence[UUID], *, actor: str = SCHEDULER) -> DueBatch:
+        """``run_due`` for many subscriptions at once, in three steps: their charge intents recorded in one
+        transaction, then each charged in turn, then every outcome saved in one transaction. What each
+        subscription is charged and what it records are what ``run_due`` would charge and record; a decline
+        is one subscription's outcome, and a subscription that cannot be handled (an outage, a conflict) is
+        left out of the batch's saves without failing the others. Subscriptions that another change is
+        holding are not waited for: they come back as ``busy``, for ``run_due`` alone."""
+        result = DueBatch()
+        with ExitStack() as held:
+            names = {f"subscription:{subscription_id}": subscription_id for subscription_id in subscription_ids}
+            free = set(held.enter_context(self._locks.hold_free(list(names))))
+            result.busy.extend(subscription_id for name, subscription_id in names.items() if name not in free)
+            at = self.clock.now()
+            plans = self._plan_renewals([names[name] for name in names if name in free], at, actor, held, result)
+            self._record_intents(plans, held, result)
+            outcomes = [outcome for plan in plans if (outcome := self._run_planned(plan, result)) is not None]
+            self._save_outcomes(outcomes, result)
+        return result
+
+    def _plan_renewals(self, subscription_ids: list[UUID], at: datetime, actor: str, held: ExitStack,
+                       result: DueBatch) -> list[_PlannedRenewal]:
+        """The due subscriptions among these, each with what it will charge (an intent not yet recorded)."""
+        subscriptions = self.app.get_many(subscription_ids)
+        resellers = self.app.get_many(list({Reseller.id_for(subscription.reseller_org_id)
+                                            for subscription in subscriptions.values()
+                                            if isinstance(subscription, Subscription)}))
+        plans: list[_PlannedRenewal] = []
+        for subscription_id in subscription_ids:
+            subscription = subscriptions.get(subscription_id)
+            if not isinstance(subscription, Subscription):
+                result.failed[subscription_id] = NotFound(f"no subscription {subscription_id}")
+                continue
+            if not subscription.is_due(at):
+                result.not_due.append(subscription_id)
+                continue
+            reseller = resellers.get(Reseller.id_for(subscription.reseller_org_id))
+            if not isinstance(reseller, Reseller):
+                result.failed[subscription_id] = NotFound(f"no reseller {subscription.reseller_org_id}")
+                continue
+            plan = _PlannedRenewal(subscription, reseller, _Attempt(at=at, actor=actor, held=held))
+            try:
+                plan.bill = None if subscription.cancel_at_period_end else subscription.price_renewal(
+                    plan=self.catalog.plan(subscription.plan), tax_rate_bps=self._tax_rate(reseller))
+                if plan.bill is not None and plan.bill.total_cents > 0:
+                    plan.card = reseller.require_billing_info()
+            except DomainError as error:
+                result.failed[subscription_id] = error
+                continue
+            plans.append(plan)
+        charging = {Charge.id_for(plan.subscription.id, plan.subscription.version, RENEWAL): plan
+                    for plan in plans if plan.card is not None}
+        names = {f"charge:{charge_id}": charge_id for charge_id in charging}
+        free = set(held.enter_context(self._locks.hold_free(list(names))))
+        charges = self.app.get_many([names[name] for name in names if name in free])
+        for name, charge_id in names.items():
+            plan = charging[charge_id]
+            if name not in free:  # recovery is settling an earlier attempt
+                result.busy.append(plan.subscription.id)
+                plans.remove(plan)
+                continue
+            plan.charge = charges.get(charge_id) or Charge.open(
+                reseller_org_id=plan.reseller.org_id, subscription_id=plan.subscription.id,
+                basis_version=plan.subscription.version, purpose=RENEWAL, at=at, actor=actor)
+        return plans
+
+    def _record_intents(self, plans: list[_PlannedRenewal], held: ExitStack, result: DueBatch) -> None:
+        """Record the batch's new charge intents in one transaction (alone, should that one fail)."""
+        intending = []
+        for plan in list(plans):
+            charge, bill, card = plan.charge, plan.bill, plan.card
+            if charge is None or bill is None or card is None:
+                continue
+            try:
+                if charge.state == COMPLETED:
+                    raise StaleBasis(f"the renewal on basis {charge.basis_version} is already paid and recorded")
+                plan.resumed = charge.matches(bill, customer=card.processor_customer,
+                                              payment_method=card.processor_payment_method)
+                if not plan.resumed:
+                    if charge.is_open:
+                        self._settle_open(charge, at=plan.attempt.at, actor=plan.attempt.actor)
+                    charge.intend(bill, customer=card.processor_customer, payment_method=card.processor_payment_method,
+                                  at=plan.attempt.at, actor=plan.attempt.actor)
+                    intending.append(plan)
+            except (DomainError, StaleBasis, IntegrityError) as error:
+                self._leave_out(plan, error, result)
+                plans.remove(plan)
+        events = {id(plan): _collect([plan.charge]) for plan in intending}
+        if not events:
+            return
+        try:
+            self.app.save(*(event for plan_events in events.values() for event in plan_events))
+        except IntegrityError:
+            for plan in intending:
+                try:
+                    self.app.save(*events[id(plan)])
+                except IntegrityError as error:
+                    self._leave_out(plan, error, result)
+                    plans.remove(plan)
+
+    def _run_planned(self, plan: _PlannedRenewal, result: DueBatch) -> _PlannedRenewal | None:
+        """Charge one planned renewal (its intent recorded) and record its outcome on the aggregates."""
+        subscription, attempt = plan.subscription, plan.attempt
+        payer = _Payer(self, attempt, plan.reseller, subscription_id=subscription.id,
+                       basis_version=subscription.version, purpose=RENEWAL, quoted_total=None,
+                       intended=(plan.charge, plan.resumed) if plan.charge is not None else None)
+        try:
+            subscription.run_due(plan=self.catalog.plan(subscription.plan), at=attempt.at,
+                                 tax_rate_bps=self._tax_rate(plan.reseller), pay=payer, actor=attempt.actor)
+        except (DomainError, StaleBasis) as error:  # an open intent is resumed by the next run, or settled
+            self._leave_out(plan, error, result)
+            return None
+        except Exception as error:  # a bug met by one subscription must not leave the others' charges unrecorded
+            log.exception("renewing subscription %s failed; its charge intent is settled by recovery", subscription.id)
+            self._leave_out(plan, error, result)
+            return None
+        plan.pending = _collect([subscription, *attempt.companions, *attempt.charges, *self._invoices(attempt)])
+        return plan
+
+    def _save_outcomes(self, plans: list[_PlannedRenewal], result: DueBatch) -> None:
+        """Save every outcome in one transaction; should one of them conflict, each alone (a charge whose
+        change is not saved is given back, as for a single command)."""
+        if not plans:
+            return
+        try:
+            self.app.save(*(obj for plan in plans for obj in plan.pending))
+        except IntegrityError:
+            for plan in plans:
+                try:
+                    self.app.save(*plan.pending)
+                except IntegrityError as error:
+                    self._undo_unrecorded_charges(plan.attempt)
+                    self._leave_out(plan, error, result)
+                else:
+                    result.changed.append(plan.subscription.id)
+            return
+        except BaseException:
+            for plan in plans:
+                self._undo_unrecorded_charges(plan.attempt)
+            raise
+        result.changed.extend(plan.subscription.id for plan in plans)
+
+    @staticmethod
+    def _leave_out(plan: _PlannedRenewal, error: Exception, result: DueBatch) -> None:
+        if isinstance(error, IntegrityError | StaleBasis):  # a change was recorded on its basis: retry alone
+            result.busy.append(plan.subscription.id)
+        else:
+            result.failed[plan.subscription.id] = error
 
     # --- single-aggregate queries -------------------------------------------------------------------
 

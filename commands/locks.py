@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -34,10 +34,31 @@ class ThreadLocks:
         finally:
             with self._guard:
                 lock, users = self._locks[name]
-                if users == 1:
-                    del self._locks[name]
-                else:
-                    self._locks[name] = (lock, users - 1)
+                self._forget(name, lock, users)
+
+    @contextmanager
+    def hold_free(self, names: Sequence[str]) -> Iterator[list[str]]:
+        """Take those of ``names`` that nobody holds, without waiting; yields the names taken."""
+        taken: list[tuple[str, threading.Lock]] = []
+        with self._guard:
+            for name in dict.fromkeys(names):
+                lock, users = self._locks.get(name) or (threading.Lock(), 0)
+                if lock.acquire(blocking=False):
+                    self._locks[name] = (lock, users + 1)
+                    taken.append((name, lock))
+        try:
+            yield [name for name, _ in taken]
+        finally:
+            with self._guard:
+                for name, lock in taken:
+                    lock.release()
+                    self._forget(name, *self._locks[name])
+
+    def _forget(self, name: str, lock: threading.Lock, users: int) -> None:
+        if users == 1:
+            del self._locks[name]
+        else:
+            self._locks[name] = (lock, users - 1)
 
 
 class PostgresAdvisoryLocks:
@@ -52,7 +73,7 @@ class PostgresAdvisoryLocks:
 
     @contextmanager
     def hold(self, name: str) -> Iterator[None]:
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        key = _key(name)
         with self._local.hold(name), self._session() as connection:
             try:
                 connection.execute("SELECT pg_advisory_lock(%s)", (key,))
@@ -62,6 +83,25 @@ class PostgresAdvisoryLocks:
                 yield
             finally:
                 connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    @contextmanager
+    def hold_free(self, names: Sequence[str]) -> Iterator[list[str]]:
+        """Take those of ``names`` that nobody holds, in this process or another, without waiting, in one round
+        trip; yields the names taken (a batch's busy members are left for later)."""
+        with ExitStack() as held:
+            local = held.enter_context(self._local.hold_free(names))
+            if not local:
+                yield []
+                return
+            connection = held.enter_context(self._session())
+            keys = {_key(name): name for name in local}
+            rows = connection.execute("SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k)",
+                                      (list(keys),)).fetchall()
+            taken = [row[0] for row in rows]
+            try:
+                yield [keys[key] for key in taken]
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", (taken,))
 
     @contextmanager
     def _session(self) -> Iterator[psycopg.Connection[Any]]:
@@ -80,3 +120,8 @@ class PostgresAdvisoryLocks:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _key(name: str) -> int:
+    """A lock's name as an advisory lock key (64 bits of its SHA-256)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

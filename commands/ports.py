@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,3 +75,6 @@ class PaymentGateway(Protocol):
 class Locks(Protocol):
     def hold(self, name: str) -> AbstractContextManager[None]:
         """Serialise work on one name (a subscription, an idempotency key) across the deployment."""
+
+    def hold_free(self, names: Sequence[str]) -> AbstractContextManager[list[str]]:
+        """Take, without waiting, those of ``names`` that nobody holds; yields the names taken."""

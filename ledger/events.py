@@ -18,7 +18,11 @@ def type_name(domain_event: Any) -> str:
 
 def aggregate_name(domain_event: Any) -> str:
     """The kind of stream the event belongs to, such as Subscription."""
-    return type(domain_event).TOPIC.split(":", 1)[1].split(".", 1)[0]
+    return aggregate_name_of(type(domain_event))
+
+
+def aggregate_name_of(event_class: type) -> str:
+    return event_class.TOPIC.split(":", 1)[1].split(".", 1)[0]  # type: ignore[attr-defined, no-any-return]
 
 
 # What an event recorded before its type had an actor says instead (filled in by the type's upcaster).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from commands.application import LedgerApplication
@@ -14,7 +14,7 @@ from projections.due_dates import DueDates
 from projections.invitations import Invitations
 from projections.log import EventLog, NewsWaiter
 from projections.reseller_events import ResellerEvents
-from projections.runner import Follower, FollowersThread, Projection
+from projections.runner import Follower, FollowersThread, Projection, feed
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
 from projections.summary import Summary
 from projections.webhooks import Webhooks
@@ -64,9 +64,13 @@ class ReadSide:
     def db(self, name: str) -> ViewDatabase:
         return self.followers[name].db
 
-    def catch_up(self, progress: Callable[[int], None] | None = None) -> None:
-        for follower in self.followers.values():
-            follower.catch_up(progress=progress)
+    def catch_up(self) -> None:
+        """Bring every view to the head of the log, reading and decoding each batch once for all of them."""
+        followers = list(self.followers.values())
+        while True:
+            head = self.log.head()
+            if not feed(self.log, followers, self.batch_size, until={f.name: head for f in followers}):
+                return
 
     def start(self, *, poll_seconds: float = 0.25) -> None:
         """Follow the log in a background thread, which reads each batch once for every projection."""

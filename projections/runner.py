@@ -34,6 +34,8 @@ class Projection(Protocol):
     """A read model: its tables, and how a batch of events changes them."""
 
     name: str
+    streams: frozenset[str] | None
+    """The kinds of stream whose events it reads (the log decodes no others for it), or None for every kind."""
 
     def create_tables(self, cursor: Cursor) -> None: ...
 
@@ -97,21 +99,27 @@ class Follower:
         if limit <= 0:
             return 0
         try:
-            batch = self.log.read(before, limit)
+            batch, last = self.log.read_streams(before, limit, self.streams)
         except UndecodableEvent as error:
             # Everything up to the undecodable event is processed first, so the stop is exact.
             if error.position - 1 > before:
                 return self.process_batch(error.position - 1)
             raise ProjectionStopped(self.name, None, error.position, str(error)) from error
-        return self.take(before, batch)
+        return self.take(before, batch, last)
 
-    def take(self, before: int, batch: list[Recorded]) -> int:
+    @property
+    def streams(self) -> frozenset[str] | None:
+        return getattr(self.projection, "streams", None)
+
+    def take(self, before: int, batch: list[Recorded], last: int | None = None) -> int:
         """Apply events that follow position ``before`` (read here or by someone reading for several
-        followers); returns how many were applied."""
-        if not batch:
+        followers), and move to ``last`` (the last position read, when events of other streams were skipped);
+        returns how many events were applied."""
+        last = last if last is not None else batch[-1].position if batch else before
+        if last <= before:
             return 0
         try:
-            self._apply(before, batch)
+            self._apply(before, batch, last)
         except PositionConflict:
             return 0
         except DATABASE_UNAVAILABLE:
@@ -120,16 +128,21 @@ class Follower:
             self._apply_one_by_one(before, batch)
         return len(batch)
 
-    def _apply(self, before: int, batch: list[Recorded]) -> None:
+    def _apply(self, before: int, batch: list[Recorded], last: int) -> None:
         with self.db.transaction() as cursor:
-            advance_position(cursor, self.name, before, batch[-1].position)
-            self.projection.apply(cursor, batch)
+            advance_position(cursor, self.name, before, last)
+            if batch:
+                self.projection.apply(cursor, batch)
 
     def _apply_one_by_one(self, before: int, batch: list[Recorded]) -> None:
-        """A batch failed: commit the events before the culprit, then stop at it, naming it."""
+        """A batch failed: commit the events before the culprit (and the other streams' events between them,
+        which it skips), then stop at it, naming it."""
         for recorded in batch:
             try:
-                self._apply(before, [recorded])
+                if recorded.position - 1 > before:
+                    self._apply(before, [], recorded.position - 1)
+                    before = recorded.position - 1
+                self._apply(before, [recorded], recorded.position)
             except PositionConflict:
                 return
             except DATABASE_UNAVAILABLE:
@@ -161,17 +174,21 @@ def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: M
     wanting = [f for f in followers if targets[f.name] is None or positions[f.name] < targets[f.name]]
     if not wanting:
         return {}
+    kinds = [f.streams for f in wanting]
+    streams = None if None in kinds else frozenset().union(*kinds)  # type: ignore[arg-type]
     try:
-        batch = log_.read(min(positions[f.name] for f in wanting), batch_size)
+        batch, last_read = log_.read_streams(min(positions[f.name] for f in wanting), batch_size, streams)
     except UndecodableEvent:
         # Each follower reads up to the unreadable event on its own, and stops exactly there.
         return {f.name: guard(f, lambda f=f: f.process_batch(targets[f.name])) for f in wanting}
 
-    def unseen(f: Follower) -> list[Recorded]:
-        last = targets[f.name]
-        return [r for r in batch if r.position > positions[f.name] and (last is None or r.position <= last)]
+    def unseen(f: Follower) -> tuple[list[Recorded], int]:
+        last = last_read if targets[f.name] is None else min(last_read, targets[f.name])  # type: ignore[type-var]
+        wanted = f.streams
+        return [r for r in batch if positions[f.name] < r.position <= last
+                and (wanted is None or r.stream_type in wanted)], last
 
-    return {f.name: guard(f, lambda f=f: f.take(positions[f.name], unseen(f))) for f in wanting}
+    return {f.name: guard(f, lambda f=f: f.take(positions[f.name], *unseen(f))) for f in wanting}
 
 
 class FollowersThread(threading.Thread):

@@ -73,6 +73,18 @@ def instrument_ledger(ledger: Any) -> None:
         method = getattr(ledger, name, None)
         if method is not None:
             setattr(ledger, name, _counted_command(name, method))
+    run_due_batch = ledger.run_due_batch
+
+    @functools.wraps(run_due_batch)
+    def counted_batch(*args: Any, **kwargs: Any) -> Any:
+        """Each subscription of a batch counts as one ``run_due`` (a busy one counts when it runs alone)."""
+        batch = run_due_batch(*args, **kwargs)
+        COMMANDS.labels("run_due", "ok").inc(len(batch.changed) + len(batch.not_due))
+        for error in batch.failed.values():
+            COMMANDS.labels("run_due", error.code if isinstance(error, DomainError) else "error").inc()
+        return batch
+
+    ledger.run_due_batch = counted_batch
 
 
 def _counted_command(name: str, method: Callable[..., Any]) -> Callable[..., Any]:

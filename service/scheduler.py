@@ -12,10 +12,11 @@ import random
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from commands.checkpoints import record_checkpoint
 from commands.clocks import SANDBOX_CLOCK, SandboxClock
-from commands.handlers import Ledger
+from commands.handlers import SCHEDULER, Ledger
 from commands.ports import Clock
 from commands.recovery import ChargeRecovery
 from ledger.errors import DomainError
@@ -25,6 +26,8 @@ from projections.runner import Follower
 log = logging.getLogger("ledger.scheduler")
 
 SCAN = 500
+BATCH = 250
+"""Subscriptions handled together: their charge intents saved in one transaction, their outcomes in another."""
 
 
 class NoProgress(RuntimeError):
@@ -38,8 +41,9 @@ class Ran:
 
 
 class Scheduler:
-    def __init__(self, ledger: Ledger, due_dates: Follower, clock: Clock) -> None:
+    def __init__(self, ledger: Ledger, due_dates: Follower, clock: Clock, *, batch: int = BATCH) -> None:
         self.ledger = ledger
+        self.batch = batch
         self.due_dates = due_dates
         self.clock = clock
         self._one_run_at_a_time = threading.Lock()
@@ -57,15 +61,25 @@ class Scheduler:
             changes = ran.changes
             # All of these are due now: in shuffled order, two schedulers mostly work on different ones.
             random.shuffle(due)
-            for subscription_id, _ in due:
-                try:
-                    if self.ledger.run_due(subscription_id).position is not None:
-                        ran.changes += 1
-                except DomainError as error:  # a processor outage, say: the next run retries it
-                    ran.failures += 1
-                    log.warning("subscription %s is due but was not handled: %s", subscription_id, error.detail)
+            self._handle([subscription_id for subscription_id, _ in due], ran, actor=SCHEDULER)
             if not due or ran.changes == changes:
                 return ran
+
+    def _handle(self, subscription_ids: list[UUID], ran: Ran, *, actor: str) -> None:
+        """Run what is due for these, in batches; one that another change holds alone, once it is free."""
+        for start in range(0, len(subscription_ids), self.batch):
+            batch = self.ledger.run_due_batch(subscription_ids[start:start + self.batch], actor=actor)
+            ran.changes += len(batch.changed)
+            failures = dict(batch.failed)
+            for subscription_id in batch.busy:
+                try:
+                    if self.ledger.run_due(subscription_id, actor=actor).position is not None:
+                        ran.changes += 1
+                except DomainError as error:
+                    failures[subscription_id] = error
+            for subscription_id, error in failures.items():  # a processor outage, say: the next run retries it
+                ran.failures += 1
+                log.warning("subscription %s is due but was not handled: %s", subscription_id, error)
 
     def advance(self, clock: SandboxClock, target: datetime, *, actor: str) -> Ran:
         """Move the sandbox clock to ``target``, stopping at each instant where something falls due, in
@@ -84,10 +98,8 @@ class Scheduler:
                 at = max(due[0][1], clock.now())
                 clock.set(at, actor=actor)
                 changes = ran.changes
-                for subscription_id, due_at in due:
-                    if (due_at <= at and self.ledger.run_due(subscription_id, actor=SANDBOX_CLOCK).position
-                            is not None):
-                        ran.changes += 1
+                self._handle([subscription_id for subscription_id, due_at in due if due_at <= at], ran,
+                             actor=SANDBOX_CLOCK)
                 # Nothing changed: another scheduler may have done it; if the same is still due next
                 # round, with the view caught up, the ledger refuses it: a bug to report, not to loop on.
                 stalled = due[0] if ran.changes == changes else None

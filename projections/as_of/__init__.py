@@ -79,6 +79,7 @@ def _card_values(row: Row | None) -> tuple[int, int, int, int]:
 
 class AsOf:
     name = NAME
+    streams = frozenset({"Subscription", "Invoice"})
 
     def create_tables(self, cursor: Cursor) -> None:
         cursor.execute(f"""CREATE TABLE IF NOT EXISTS as_of_subscriptions ({_columns_sql(Row)},

@@ -83,6 +83,7 @@ def _issued(e: Any) -> Document:
 
 class BillingDocuments:
     name = NAME
+    streams = frozenset({"Invoice"})
 
     def create_tables(self, cursor: Cursor) -> None:
         cursor.execute("""CREATE TABLE IF NOT EXISTS billing_documents (

@@ -70,6 +70,7 @@ CHANGES: dict[str, Callable[[Any, Any], Row | None]] = {
 
 class CustomerTable:
     name = NAME
+    streams = frozenset({"Subscription"})
 
     def create_tables(self, cursor: Cursor) -> None:
         cursor.execute("""CREATE TABLE IF NOT EXISTS customer_table (

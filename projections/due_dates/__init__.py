@@ -34,6 +34,7 @@ class Due:
 
 class DueDates:
     name = NAME
+    streams = frozenset({"Subscription"})
 
     def create_tables(self, cursor: Cursor) -> None:
         cursor.execute("""CREATE TABLE IF NOT EXISTS due_dates (

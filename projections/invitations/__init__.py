@@ -107,6 +107,7 @@ def invitation_for(recorded: Recorded) -> Invitation:
 
 class Invitations:
     name = NAME
+    streams = frozenset({"Subscription"})
 
     def create_tables(self, cursor: Cursor) -> None:
         cursor.execute("""CREATE TABLE IF NOT EXISTS invitation_outbox (

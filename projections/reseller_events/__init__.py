@@ -31,6 +31,7 @@ def stream_owner(recorded: Recorded) -> str | None:
 
 class ResellerEvents:
     name = NAME
+    streams = RESELLER_STREAMS
 
     def create_tables(self, cursor: Cursor) -> None:
         cursor.execute("""CREATE TABLE IF NOT EXISTS reseller_streams (

@@ -33,6 +33,7 @@ class Cards:
 
 class Summary:
     name = NAME
+    streams = frozenset({"Subscription"})
 
     def create_tables(self, cursor: Cursor) -> None:
         cursor.execute("""CREATE TABLE IF NOT EXISTS summary_members (

@@ -19,7 +19,7 @@ from ledger import events
 from ledger.webhook_endpoint import DELETED, DISABLED, ENABLED, WEBHOOK_TYPE_OF
 from projections.log import Recorded
 from projections.runner import UnhandledEvent
-from projections.store import Cursor
+from projections.store import Cursor, select_by_keys
 
 NAME = "webhooks"
 
@@ -86,6 +86,7 @@ def disabled_notice(recorded: Recorded, url: str, recipient: str) -> tuple[Any, 
 
 class Webhooks:
     name = NAME
+    streams = frozenset({"WebhookEndpoint", "Subscription", "Invoice"})
 
     def create_tables(self, cursor: Cursor) -> None:
         cursor.execute("""CREATE TABLE IF NOT EXISTS webhook_endpoints (
@@ -117,11 +118,15 @@ class Webhooks:
             attempts INTEGER NOT NULL, next_attempt_at TEXT, last_error TEXT, sent_at TEXT)""")
 
     def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
+        resources: list[Recorded] = []
         for recorded in batch:
             if recorded.stream_type == "WebhookEndpoint":
+                self._resource_events(cursor, resources)  # those before it, under the endpoints as they were
+                resources = []
                 self._endpoint_event(cursor, recorded)
             elif recorded.stream_type in ("Subscription", "Invoice"):
-                self._resource_event(cursor, recorded)
+                resources.append(recorded)
+        self._resource_events(cursor, resources)
 
     def _endpoint_event(self, cursor: Cursor, recorded: Recorded) -> None:
         e, key, at = recorded.event, str(recorded.stream_id), events.iso(recorded.event.timestamp)
@@ -153,35 +158,51 @@ class Webhooks:
         if cursor.rowcount != 1:
             raise UnhandledEvent(f"no webhook endpoint {key}: its registration was never seen")
 
-    def _resource_event(self, cursor: Cursor, recorded: Recorded) -> None:
-        webhook_type = WEBHOOK_TYPE_OF.get(recorded.type)
-        if webhook_type is None:
-            raise UnhandledEvent(f"the webhooks do not know {recorded.type} events")
-        key = str(recorded.stream_id)
-        if recorded.version == 1:
-            owner = recorded.event.reseller_org_id
-            cursor.execute("INSERT INTO webhook_streams (stream_id, reseller_org_id) VALUES (?, ?) "
-                           "ON CONFLICT (stream_id) DO NOTHING", (key, owner))
-        else:
-            cursor.execute("SELECT reseller_org_id FROM webhook_streams WHERE stream_id = ?", (key,))
-            found = cursor.fetchone()
-            if found is None:
+    def _resource_events(self, cursor: Cursor, batch: list[Recorded]) -> None:
+        """Enqueue a delivery of each of these events (no endpoint changed between them) to every endpoint of its
+        reseller subscribed to its type, with a few queries for the whole run."""
+        if not batch:
+            return
+        owners: dict[str, str] = {}
+        for recorded in batch:
+            if WEBHOOK_TYPE_OF.get(recorded.type) is None:
+                raise UnhandledEvent(f"the webhooks do not know {recorded.type} events")
+            if recorded.version == 1:
+                owners.setdefault(str(recorded.stream_id), recorded.event.reseller_org_id)
+        new_streams = list(owners.items())
+        unknown = {str(r.stream_id) for r in batch} - owners.keys()
+        known = select_by_keys(cursor, "SELECT stream_id, reseller_org_id FROM webhook_streams WHERE stream_id IN",
+                               unknown)
+        owners.update({row[0]: row[1] for row in known})
+        if new_streams:
+            cursor.executemany("INSERT INTO webhook_streams (stream_id, reseller_org_id) VALUES (?, ?) "
+                               "ON CONFLICT (stream_id) DO NOTHING", new_streams)
+        endpoints: dict[str, list[tuple[str, list[str]]]] = {}
+        for endpoint_id, owner, event_types in select_by_keys(
+                cursor, f"SELECT endpoint_id, reseller_org_id, event_types FROM webhook_endpoints WHERE state = "
+                        f"'{ENABLED}' AND reseller_org_id IN", set(owners.values())):
+            endpoints.setdefault(owner, []).append((endpoint_id, event_types.split(",")))
+        deliveries = []
+        for recorded in batch:
+            key = str(recorded.stream_id)
+            owner = owners.get(key)
+            if owner is None:
                 raise UnhandledEvent(f"no reseller known for {recorded.stream_type} {key}: its first event was never "
                                      "seen")
-            owner = found[0]
-        cursor.execute("SELECT endpoint_id, event_types FROM webhook_endpoints WHERE reseller_org_id = ? AND state = ?",
-                       (owner, ENABLED))
-        subscribed = [row[0] for row in cursor.fetchall() if webhook_type in row[1].split(",")]
-        if not subscribed:
-            return
-        event_id = event_id_for(recorded.stream_id, recorded.version)
-        occurred_at = events.iso(recorded.event.timestamp)
-        cursor.executemany(
-            f"INSERT INTO webhook_deliveries ({', '.join(DELIVERY_COLUMNS)}) VALUES "
-            f"({', '.join('?' * len(DELIVERY_COLUMNS))}) ON CONFLICT (delivery_id) DO NOTHING",
-            [(delivery_id_for(endpoint_id, event_id), endpoint_id, owner, event_id, webhook_type, key,
-              recorded.stream_type, recorded.version, recorded.position, occurred_at,
-              PENDING, 0, None, None, None, None, None, None) for endpoint_id in subscribed])
+            webhook_type = WEBHOOK_TYPE_OF[recorded.type]
+            subscribed = [endpoint_id for endpoint_id, types in endpoints.get(owner, []) if webhook_type in types]
+            if not subscribed:
+                continue
+            event_id = event_id_for(recorded.stream_id, recorded.version)
+            occurred_at = events.iso(recorded.event.timestamp)
+            deliveries.extend(
+                (delivery_id_for(endpoint_id, event_id), endpoint_id, owner, event_id, webhook_type, key,
+                 recorded.stream_type, recorded.version, recorded.position, occurred_at,
+                 PENDING, 0, None, None, None, None, None, None) for endpoint_id in subscribed)
+        if deliveries:
+            cursor.executemany(
+                f"INSERT INTO webhook_deliveries ({', '.join(DELIVERY_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(DELIVERY_COLUMNS))}) ON CONFLICT (delivery_id) DO NOTHING", deliveries)
 
     def rows(self, cursor: Cursor) -> Iterable[tuple[Any, ...]]:
         """What the events decided, without the delivery state (a replay sends nothing)."""

@@ -1,12 +1,13 @@
 """A process that runs one charging command of the ledger and dies at a chosen step, as kill -9 would:
 ``os._exit`` runs no handler, no ``finally`` and no clean-up, and leaves only what was committed.
 
-    python -m tests.e2e.crashing_command create|increase|renew STEP [SUBSCRIPTION_ID] [IDEMPOTENCY_KEY]
+    python -m tests.e2e.crashing_command create|increase|renew|renew_batch STEP [SUBSCRIPTION_ID] [IDEMPOTENCY_KEY]
 
 STEP is where it dies: ``after_intent`` (the intent is committed, the processor not yet asked),
 ``after_charge`` (the processor took the money), ``before_save`` (the change, its document and the charge's
 outcome are about to be committed) or ``after_save`` (they are, the answer is not yet given). The deployment
-comes from the LEDGER_* variables, as for ``ledger serve``. Exit status DIED when it died where asked."""
+comes from the LEDGER_* variables, as for ``ledger serve``. Exit status DIED when it died where asked.
+``renew`` runs one subscription's renewal alone, ``renew_batch`` as the scheduler does, in a batch (of one)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ ORG = "org_crash"
 ORDER = Order("pro", "monthly", seats=3, organization_name="Crashco", admin_email="it@crashco.example")
 INTENDED = Charge.ChargeIntended.TOPIC
 COMPLETED = Charge.ChargeCompleted.TOPIC
+INVOICE = f"{Invoice.TOPIC}."
 
 
 def plant(services: Any, step: str) -> None:
@@ -35,7 +37,8 @@ def plant(services: Any, step: str) -> None:
     save, charge = app.save, gateway.charge
 
     def saving(*aggregates: Any, **kwargs: Any) -> Any:
-        is_outcome = any(isinstance(a, Invoice) for a in aggregates)
+        # A single command saves aggregates, a batch their events.
+        is_outcome = any(isinstance(a, Invoice) or getattr(a, "TOPIC", "").startswith(INVOICE) for a in aggregates)
         if step == "before_save" and is_outcome:
             os._exit(DIED)
         recordings = save(*aggregates, **kwargs)
@@ -67,9 +70,12 @@ def run(command: str, services: Any, subscription_id: str | None, key: str | Non
         assert subscription_id is not None and key is not None
         ledger.change_seats(ORG, UUID(subscription_id), 5, actor="crash-user",
                             idempotency=idempotency(command, key, {"seats": 5}))
-    else:
+    elif command == "renew":
         assert subscription_id is not None
         ledger.run_due(UUID(subscription_id))
+    else:
+        assert subscription_id is not None
+        ledger.run_due_batch([UUID(subscription_id)])
 
 
 def main(argv: list[str]) -> int:

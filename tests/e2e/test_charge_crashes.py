@@ -89,7 +89,7 @@ def redo(services: Services, command: str, subscription_id: UUID | None, key: st
     crashing_command.run(command, services, str(subscription_id) if subscription_id else None, key)
 
 
-@pytest.mark.parametrize("command", ["create", "increase", "renew"])
+@pytest.mark.parametrize("command", ["create", "increase", "renew", "renew_batch"])
 @pytest.mark.parametrize(("step", "then"), PATHS)
 def test_a_command_killed_at_any_step_ends_with_one_document_per_charge(
         deployment: Services, env: dict[str, str], command: str, step: str, then: str) -> None:
@@ -103,7 +103,7 @@ def stripe_env(localstripe_url: str, tmp_path: Path) -> dict[str, str]:
             "LEDGER_STRIPE_API_BASE": localstripe_url}
 
 
-@pytest.mark.parametrize("command", ["create", "increase", "renew"])
+@pytest.mark.parametrize("command", ["create", "increase", "renew", "renew_batch"])
 @pytest.mark.parametrize(("step", "then"), [("after_charge", "retry"), ("after_charge", "recover"),
                                             ("before_save", "retry"), ("after_intent", "recover")])
 def test_with_the_stripe_adapter_too(stripe_env: dict[str, str], command: str, step: str, then: str) -> None:
@@ -120,7 +120,7 @@ def killed_and_taken_up(deployment: Services, env: dict[str, str], command: str,
     subscription_id = None
     if command != "create":
         subscription_id = a_subscription(deployment).id
-    if command == "renew":
+    if command in ("renew", "renew_batch"):
         due = deployment.app.repository.get(subscription_id).current_period_end
         deployment.clock.set(due, actor="tester")
     charges_before = len(deployment.gateway.list_charges(**EVER))
@@ -141,7 +141,7 @@ def killed_and_taken_up(deployment: Services, env: dict[str, str], command: str,
     subscriptions = aggregates(deployment, Subscription)
     assert len(subscriptions) == 1
     [subscription] = subscriptions
-    expected = {"create": (3, 0), "increase": (5, 0), "renew": (3, 1)}[command]
+    expected = {"create": (3, 0), "increase": (5, 0), "renew": (3, 1), "renew_batch": (3, 1)}[command]
     assert (subscription.seats, subscription.period_index) == expected
 
 

@@ -185,10 +185,11 @@ def test_a_processor_outage_at_renewal_leaves_the_subscription_due_and_the_next_
 def test_two_schedulers_at_once_never_renew_or_charge_a_period_twice(world: SandboxWorld) -> None:
     subscriptions = [create(world, seats=1 + n % 5) for n in range(120)]
     world.clock.set(world.clock.now() + timedelta(days=29), actor="tester")
-    # Two schedulers as two processes would be: their own handlers, their own locks, one event store.
+    # Two schedulers as two processes would be: their own handlers, their own locks, one event store; in
+    # small batches, so that each takes its share.
     rivals = [Scheduler(Ledger(world.ledger.app, catalog=world.ledger.catalog, clock=world.clock,
                                gateway=SlowProcessor(world.gateway), locks=ThreadLocks(), quotes=world.ledger._quotes),
-                        world.scheduler.due_dates, world.clock) for _ in range(2)]
+                        world.scheduler.due_dates, world.clock, batch=10) for _ in range(2)]
     results: list[Any] = []
     threads = [threading.Thread(target=lambda rival=rival: results.append(rival.run_due())) for rival in rivals]
     for thread in threads:

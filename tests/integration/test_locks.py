@@ -60,6 +60,25 @@ def test_a_lock_held_too_long_elsewhere_is_a_concurrent_change_and_other_names_a
         holder.wait(timeout=10)
 
 
+def test_a_batch_takes_the_free_names_at_once_and_leaves_the_busy_ones_without_waiting(postgres_url: str) -> None:
+    holder = hold_in_another_process(postgres_url, "subscription:held-elsewhere", 3.0)
+    locks = PostgresAdvisoryLocks(postgres_url, wait_seconds=10)
+    rival = PostgresAdvisoryLocks(postgres_url, wait_seconds=0.2)
+    try:
+        started = time.monotonic()
+        with locks.hold_free(["subscription:a", "subscription:held-elsewhere", "subscription:b"]) as taken:
+            assert time.monotonic() - started < 2
+            assert taken == ["subscription:a", "subscription:b"]
+            with pytest.raises(ConcurrentChange), rival.hold("subscription:b"):
+                pass
+        with rival.hold("subscription:b"):  # released with the batch
+            pass
+    finally:
+        locks.close()
+        rival.close()
+        holder.wait(timeout=10)
+
+
 def test_a_killed_holder_releases_its_locks(postgres_url: str) -> None:
     holder = hold_in_another_process(postgres_url, "charge:orphaned", 60.0)
     holder.kill()

@@ -357,3 +357,26 @@ def test_health_names_a_stopped_projection_and_why(tmp_path: Path) -> None:
     finally:
         Fussy.poisoned = set()
         services.close()
+
+
+def test_a_follower_decodes_only_its_streams_events_and_still_reaches_the_head(
+        world: InMemoryLedger, location: ViewLocation) -> None:
+    org(world, "One")
+    org(world, "Two")
+    world.ledger.set_tax_exemption("org_1", exempt=True, reason="charity", actor="support")  # the log ends elsewhere
+    decoded: list[str] = []
+    mapper = world.app.mapper
+    decode = mapper.to_domain_event
+
+    def counting(stored: Any) -> Any:
+        decoded.append(stored.topic)
+        return decode(stored)
+
+    mapper.to_domain_event = counting  # type: ignore[method-assign]
+    side = ReadSide(world.app, location, [CustomerTable()])
+    side.catch_up()
+    follower = side.followers[customer_table.NAME]
+    assert follower.position() == EventLog(world.app).head()
+    assert decoded and all(topic.startswith("ledger:Subscription.") for topic in decoded)
+    assert {r["customer"] for r in table(side).items} == {"One", "Two"}
+    side.close()
