@@ -382,7 +382,7 @@ class Ledger:
             result.busy.extend(subscription_id for name, subscription_id in names.items() if name not in free)
             at = self.clock.now()
             plans = self._plan_renewals([names[name] for name in names if name in free], at, actor, held, result)
-            self._record_intents(plans, held, result)
+            self._record_intents(plans, result)
             outcomes = [outcome for plan in plans if (outcome := self._run_planned(plan, result)) is not None]
             self._save_outcomes(outcomes, result)
         return result
@@ -433,7 +433,7 @@ class Ledger:
                 basis_version=plan.subscription.version, purpose=RENEWAL, at=at, actor=actor)
         return plans
 
-    def _record_intents(self, plans: list[_PlannedRenewal], held: ExitStack, result: DueBatch) -> None:
+    def _record_intents(self, plans: list[_PlannedRenewal], result: DueBatch) -> None:
         """Record the batch's new charge intents in one transaction (alone, should that one fail)."""
         intending = []
         for plan in list(plans):
@@ -454,15 +454,15 @@ class Ledger:
             except (DomainError, StaleBasis, IntegrityError) as error:
                 self._leave_out(plan, error, result)
                 plans.remove(plan)
-        events = {id(plan): _collect([plan.charge]) for plan in intending}
-        if not events:
+        intents = [(plan, _collect([plan.charge])) for plan in intending]
+        if not intents:
             return
         try:
-            self.app.save(*(event for plan_events in events.values() for event in plan_events))
+            self.app.save(*(event for _, events in intents for event in events))
         except IntegrityError:
-            for plan in intending:
+            for plan, events in intents:
                 try:
-                    self.app.save(*events[id(plan)])
+                    self.app.save(*events)
                 except IntegrityError as error:
                     self._leave_out(plan, error, result)
                     plans.remove(plan)
