@@ -109,7 +109,7 @@ class Follower:
 
     @property
     def streams(self) -> frozenset[str] | None:
-        return getattr(self.projection, "streams", None)
+        return self.projection.streams
 
     def take(self, before: int, batch: list[Recorded], last: int | None = None) -> int:
         """Apply events that follow position ``before`` (read here or by someone reading for several

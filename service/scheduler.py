@@ -61,25 +61,28 @@ class Scheduler:
             changes = ran.changes
             # All of these are due now: in shuffled order, two schedulers mostly work on different ones.
             random.shuffle(due)
-            self._handle([subscription_id for subscription_id, _ in due], ran, actor=SCHEDULER)
+            failures = self._handle([subscription_id for subscription_id, _ in due], ran, actor=SCHEDULER)
+            for subscription_id, error in failures.items():  # a processor outage, say: the next run retries it
+                ran.failures += 1
+                log.warning("subscription %s is due but was not handled: %s", subscription_id, error)
             if not due or ran.changes == changes:
                 return ran
 
-    def _handle(self, subscription_ids: list[UUID], ran: Ran, *, actor: str) -> None:
-        """Run what is due for these, in batches; one that another change holds alone, once it is free."""
+    def _handle(self, subscription_ids: list[UUID], ran: Ran, *, actor: str) -> dict[UUID, Exception]:
+        """Run what is due for these, in batches (one that another change holds alone, once it is free); returns
+        why those not handled were not."""
+        failures: dict[UUID, Exception] = {}
         for start in range(0, len(subscription_ids), self.batch):
             batch = self.ledger.run_due_batch(subscription_ids[start:start + self.batch], actor=actor)
             ran.changes += len(batch.changed)
-            failures = dict(batch.failed)
+            failures.update(batch.failed)
             for subscription_id in batch.busy:
                 try:
                     if self.ledger.run_due(subscription_id, actor=actor).position is not None:
                         ran.changes += 1
                 except DomainError as error:
                     failures[subscription_id] = error
-            for subscription_id, error in failures.items():  # a processor outage, say: the next run retries it
-                ran.failures += 1
-                log.warning("subscription %s is due but was not handled: %s", subscription_id, error)
+        return failures
 
     def advance(self, clock: SandboxClock, target: datetime, *, actor: str) -> Ran:
         """Move the sandbox clock to ``target``, stopping at each instant where something falls due, in
@@ -98,8 +101,10 @@ class Scheduler:
                 at = max(due[0][1], clock.now())
                 clock.set(at, actor=actor)
                 changes = ran.changes
-                self._handle([subscription_id for subscription_id, due_at in due if due_at <= at], ran,
-                             actor=SANDBOX_CLOCK)
+                failures = self._handle([subscription_id for subscription_id, due_at in due if due_at <= at], ran,
+                                        actor=SANDBOX_CLOCK)
+                if failures:  # whoever moves the clock is told (a processor outage, say), as before batches
+                    raise next(iter(failures.values()))
                 # Nothing changed: another scheduler may have done it; if the same is still due next
                 # round, with the view caught up, the ledger refuses it: a bug to report, not to loop on.
                 stalled = due[0] if ran.changes == changes else None

@@ -182,6 +182,21 @@ def test_a_processor_outage_at_renewal_leaves_the_subscription_due_and_the_next_
     assert len(charged(world)) == 2
 
 
+def test_moving_the_sandbox_clock_during_a_processor_outage_tells_the_mover_and_a_later_move_renews_once(
+        world: SandboxWorld) -> None:
+    sub_id = create(world)
+    processor = OutageProcessor(world.gateway)
+    world.ledger.gateway = processor
+
+    with pytest.raises(PaymentUnavailable):
+        world.advance(days=31)
+    processor.down = False
+    world.advance(days=1)
+
+    assert world.types_of(sub_id) == ["SubscriptionCreated", "Renewed"]
+    assert len(charged(world)) == 2
+
+
 def test_two_schedulers_at_once_never_renew_or_charge_a_period_twice(world: SandboxWorld) -> None:
     subscriptions = [create(world, seats=1 + n % 5) for n in range(120)]
     world.clock.set(world.clock.now() + timedelta(days=29), actor="tester")
