@@ -83,7 +83,7 @@ def populate(services: Services, count: int, start: datetime) -> tuple[int, date
             last = max(last, when)
         else:
             assert creation is not None
-            sub, *account = common._subscription(services, i, creation, tax)
+            sub, *account = common._subscription(services, i, creation, tax, common.ORG)
             assert isinstance(sub, Subscription)
             subscriptions[i] = sub
             batch[id(sub)] = sub

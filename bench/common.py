@@ -107,7 +107,7 @@ def _paid(bill: Bill) -> Payment:
     return Payment(uuid4(), f"pi_bench_{uuid4().hex}")
 
 
-def _subscription(services: Services, i: int, at: datetime, tax_rate_bps: int) -> list[Aggregate]:
+def _subscription(services: Services, i: int, at: datetime, tax_rate_bps: int, org: str) -> list[Aggregate]:
     """The i-th subscription of the mix, created at ``at`` (all monthly, so they fall due together):
     one in 5 Plus, the rest Pro or (one in 10) Enterprise with their customer accounts."""
     if i % 5 == 0:
@@ -118,30 +118,36 @@ def _subscription(services: Services, i: int, at: datetime, tax_rate_bps: int) -
     plan = services.catalog.plan(order.plan)
     subscription_id = uuid4()
     account_id = uuid4() if plan.kind == ORGANIZATION else None
-    subscription = Subscription.create(subscription_id, order, reseller_org_id=ORG, plan=plan, at=at,
+    subscription = Subscription.create(subscription_id, order, reseller_org_id=org, plan=plan, at=at,
                                        currency=services.catalog.currency, tax_rate_bps=tax_rate_bps,
                                        customer_account_id=account_id, actor=ACTOR, pay=_paid)
     if account_id is None:
         return [subscription]
     assert order.organization_name and order.admin_email
-    account = CustomerAccount.open(account_id, reseller_org_id=ORG, organization_name=order.organization_name,
+    account = CustomerAccount.open(account_id, reseller_org_id=org, organization_name=order.organization_name,
                                    admin_email=order.admin_email, subscription_id=subscription_id, at=at, actor=ACTOR)
     return [subscription, account]
 
 
-def populate(services: Services, count: int, *, at: datetime, cancels: bool = True) -> Counter[str]:
-    """Save ``count`` subscriptions of the reseller straight through the domain, a few hundred
-    aggregates per transaction: one in 5 organization subscriptions also gets a seat increase and,
-    when ``cancels``, one in 20 subscriptions is canceled. Returns the events saved, by type."""
-    tax_rate_bps = services.ledger.tax_rate_of(services.ledger.enabled_reseller(ORG))
+def populate(services: Services, count: int, *, at: datetime, cancels: bool = True,
+             owner: Callable[[int], str] = lambda i: ORG,
+             progress: Callable[[int], None] | None = None) -> Counter[str]:
+    """Save ``count`` subscriptions straight through the domain, a few hundred aggregates per transaction:
+    the i-th for the reseller ``owner(i)`` (an enabled one; by default the benchmark's reseller). One in 5
+    organization subscriptions also gets a seat increase and, when ``cancels``, one in 20 subscriptions is
+    canceled. ``progress`` is told how many are saved after each transaction. Returns the events saved, by type."""
+    tax_rates: dict[str, int] = {}
     saved: Counter[str] = Counter()
     batch: list[Aggregate] = []
     for i in range(count):
-        subscription, *account = _subscription(services, i, at, tax_rate_bps)
+        org = owner(i)
+        if org not in tax_rates:
+            tax_rates[org] = services.ledger.tax_rate_of(services.ledger.enabled_reseller(org))
+        subscription, *account = _subscription(services, i, at, tax_rates[org], org)
         assert isinstance(subscription, Subscription)
         if i % 4 == 1 and account:
             subscription.change_seats(subscription.seats + 1, plan=services.catalog.plan(subscription.plan), at=at,
-                                      priced_at=at, tax_rate_bps=tax_rate_bps, actor=ACTOR, pay=_paid)
+                                      priced_at=at, tax_rate_bps=tax_rates[org], actor=ACTOR, pay=_paid)
         if cancels and i % 20 == 3:
             subscription.cancel(at=at, actor=ACTOR)
         batch += [subscription, *account]
@@ -149,6 +155,8 @@ def populate(services: Services, count: int, *, at: datetime, cancels: bool = Tr
             saved.update(events.type_name(e) for aggregate in batch for e in aggregate.pending_events)
             services.app.save(*batch)
             batch = []
+            if progress:
+                progress(i + 1)
     return saved
 
 

@@ -18,6 +18,12 @@ script exits 1 otherwise), and the ratio ledger/bare of requests/s; the machine'
 end. The clients run in this process, on the same cores as the servers and the database. "cpu ms" is the
 CPU time per request of the serving processes ("+follow": of the ledger's followers; the database's and the
 clients' are not counted), which depends less than the rates on what else the machine runs.
+
+Live lag (goal 6): while the ledger's creates are measured, a watcher thread polls the customer table in
+PostgreSQL (one indexed query for every create not seen yet, every millisecond) and times each create from
+the client's receiving its answer to its row being there, as a reseller refreshing the portal would see it.
+The clients and the watcher share this process's interpreter lock, so a lag includes that wait too: the
+figures are upper bounds.
 """
 
 from __future__ import annotations
@@ -41,10 +47,14 @@ from contextlib import ExitStack, contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
+import psycopg  # noqa: E402
+
 from bench import common  # noqa: E402
 
 LEDGER = [str(common.ROOT / ".venv" / "bin" / "ledger")]
 BARE = [sys.executable, "-m", "bench.bare_app"]
+WATCH_INTERVAL = 0.001
+"""Seconds between the lag watcher's queries."""
 WARM_UP = 16
 """Requests sent, shared among the clients (at least one each), before the clock starts (connections,
 prepared statements, caches)."""
@@ -71,6 +81,8 @@ class Result:
     """CPU milliseconds per request of the serving processes."""
     followers_cpu: float
     """The same of the ledger's followers (``ledger projections`` and ``ledger scheduler``)."""
+    lags: list[float] = field(default_factory=list)
+    """Seconds from each measured create's answer to its customer-table row (ledger creates only)."""
 
     @property
     def rate(self) -> float:
@@ -169,6 +181,7 @@ class Client:
         self.created: list[list[object]] = []
         self.next_increase = 0
         self.counter = 0
+        self.on_created: Callable[[str, float], None] | None = None
 
     def post(self, path: str, body: dict[str, object]) -> tuple[int, bytes]:
         self.connection.request("POST", path, body=json.dumps(body), headers=self.headers)
@@ -181,8 +194,12 @@ class Client:
         status, body = self.post(f"/v1/resellers/{common.ORG}/subscriptions", {
             "plan": "pro", "billing_cycle": "monthly", "seats": 1, "organization_name": f"Customer {name}",
             "admin_email": f"admin-{name}@customer.example"})
+        answered = time.perf_counter()
         if 200 <= status < 300:
-            self.created.append([json.loads(body)["id"], 1])
+            subscription_id = json.loads(body)["id"]
+            self.created.append([subscription_id, 1])
+            if self.on_created is not None:
+                self.on_created(subscription_id, answered)
         return status, body
 
     def increase(self) -> tuple[int, bytes]:
@@ -247,6 +264,51 @@ def drive(clients: list[Client], operation: Callable[[Client], tuple[int, bytes]
     return max(ends) - start_at[0], merged
 
 
+class LagWatcher:
+    """Times each create from its answer to its row in the customer table (goal 6), polling PostgreSQL."""
+
+    def __init__(self, conninfo: str, schema: str) -> None:
+        self.connection = psycopg.connect(conninfo, autocommit=True, options=f"-c search_path={schema}")
+        self.pending: dict[str, float] = {}
+        self.lags: list[float] = []
+        self.guard = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def created(self, subscription_id: str, answered: float) -> None:
+        with self.guard:
+            self.pending[subscription_id] = answered
+
+    def _watch(self) -> None:
+        give_up = float("inf")
+        while time.perf_counter() < give_up:
+            if self.stopping.is_set():
+                if not self.pending:
+                    return
+                give_up = min(give_up, time.perf_counter() + 60)
+            with self.guard:
+                waiting = list(self.pending)
+            if waiting:
+                seen = self.connection.execute("SELECT subscription_id FROM customer_table "
+                                               "WHERE subscription_id = ANY(%s)", (waiting,)).fetchall()
+                now = time.perf_counter()
+                with self.guard:
+                    for (subscription_id,) in seen:
+                        self.lags.append(now - self.pending.pop(subscription_id))
+            time.sleep(WATCH_INTERVAL)
+
+    def __enter__(self) -> LagWatcher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=60)
+        self.connection.close()
+        if self.pending:
+            raise RuntimeError(f"{len(self.pending)} created subscriptions never reached the customer table")
+
+
 # --- one run --------------------------------------------------------------------------------------
 
 
@@ -259,6 +321,8 @@ class Target:
     """The server's process group (its workers included)."""
     followers: list[int]
     """The process groups of the ledger's followers."""
+    views: tuple[str, str] | None = None
+    """Where the ledger's customer table is (conninfo, schema), for the lag watcher."""
 
 
 def measure(target: Target, workers: int, clients: int, seconds: float, warm_up: int,
@@ -273,12 +337,24 @@ def measure(target: Target, workers: int, clients: int, seconds: float, warm_up:
         def mark(before: list[float] = cpu_before) -> None:
             before[:] = [cpu_seconds([target.group]), cpu_seconds(target.followers)]
 
-        elapsed, sample = drive(pool[key], call, seconds, max(1, warm_up // clients), mark)
-        cpu = cpu_seconds([target.group]) - cpu_before[0], cpu_seconds(target.followers) - cpu_before[1]
+        with ExitStack() as watching:
+            watcher = (watching.enter_context(LagWatcher(*target.views))
+                       if target.views is not None and operation == "create" else None)
+
+            def start(before: list[float] = cpu_before, connections: list[Client] = pool[key],
+                      watcher: LagWatcher | None = watcher) -> None:
+                mark(before)
+                for client in connections:  # the warm-up's creates are not timed
+                    client.on_created = watcher.created if watcher is not None else None
+
+            elapsed, sample = drive(pool[key], call, seconds, max(1, warm_up // clients), start)
+            cpu = cpu_seconds([target.group]) - cpu_before[0], cpu_seconds(target.followers) - cpu_before[1]
+            for client in pool[key]:
+                client.on_created = None
         lat = sorted(sample.latencies)
         result = Result(target.name, operation, workers, clients, len(lat), elapsed, common.percentile(lat, 50),
                         common.percentile(lat, 99), sample.failures, cpu[0] * 1000 / max(len(lat), 1),
-                        cpu[1] * 1000 / max(len(lat), 1))
+                        cpu[1] * 1000 / max(len(lat), 1), watcher.lags if watcher is not None else [])
         results.append(result)
         print(f"{target.name:<7}{operation:<15}{workers:>8}{clients:>8}{result.requests:>10}{result.rate:>12,.0f}"
               f"{result.p50 * 1000:>10.1f}{result.p99 * 1000:>10.1f}{len(result.failures):>9}{result.server_cpu:>9.1f}"
@@ -286,6 +362,10 @@ def measure(target: Target, workers: int, clients: int, seconds: float, warm_up:
               flush=True)
         for failure in sorted(set(result.failures))[:5]:
             common.note(f"{target.name} {operation}: {failure}")
+        if result.lags:
+            common.note(f"create to customer-table row, {len(result.lags)} creates: p50 "
+                        f"{common.percentile(result.lags, 50) * 1000:.1f} ms, p99 "
+                        f"{common.percentile(result.lags, 99) * 1000:.1f} ms, max {max(result.lags) * 1000:.1f} ms")
     return results
 
 
@@ -324,7 +404,8 @@ def main() -> int:
                     if workers == worker_counts[0]:
                         set_billing(ledger_port, token)
                     targets = [Target("bare", bare_port, None, bare, []),
-                               Target("ledger", ledger_port, token, ledger, follower_groups)]
+                               Target("ledger", ledger_port, token, ledger, follower_groups,
+                                      (env["LEDGER_DATABASE_URL"], env["LEDGER_DATABASE_SCHEMA"]))]
                     pool: dict[tuple[str, int], list[Client]] = {}
                     for clients in client_counts:
                         for target in targets:
@@ -346,7 +427,20 @@ def main() -> int:
         print(f"| {r.operation} | {r.workers} | {r.clients} | {b.rate:,.0f} | {r.rate:,.0f} | {r.rate / b.rate:.2f} "
               f"| {b.p50 * 1000:.1f} / {b.p99 * 1000:.1f} | {r.p50 * 1000:.1f} / {r.p99 * 1000:.1f} "
               f"| {len(r.failures)} | {b.server_cpu:.1f} / {r.server_cpu:.1f} (+{r.followers_cpu:.1f}) |")
-    failed = sum(len(r.failures) for r in results if r.app == "ledger")
+    print()
+    print("| workers | clients | creates/s | creates timed | create to customer-table row: p50 / p99 / max ms |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        if r.lags:
+            print(f"| {r.workers} | {r.clients} | {r.rate:,.0f} | {len(r.lags)} | "
+                  f"{common.percentile(r.lags, 50) * 1000:.1f} / {common.percentile(r.lags, 99) * 1000:.1f} / "
+                  f"{max(r.lags) * 1000:.1f} |")
+    return exit_code([r for r in results if r.app == "ledger"])
+
+
+def exit_code(ledger_results: list[Result]) -> int:
+    """1, saying so, when any of the ledger's requests did not succeed: a benchmark of failures means nothing."""
+    failed = sum(len(r.failures) for r in ledger_results)
     if failed:
         print(f"# {failed} ledger requests did not succeed")
         return 1

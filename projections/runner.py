@@ -21,6 +21,7 @@ from projections.store import (
     advance_position,
     create_positions_table,
     position_of,
+    positions_of,
 )
 
 log = logging.getLogger("ledger.projections")
@@ -129,7 +130,7 @@ class Follower:
         return len(batch)
 
     def _apply(self, before: int, batch: list[Recorded], last: int) -> None:
-        with self.db.transaction() as cursor:
+        with self.db.transaction(rebuildable=True) as cursor:
             advance_position(cursor, self.name, before, last)
             if batch:
                 self.projection.apply(cursor, batch)
@@ -164,12 +165,24 @@ class Follower:
         return True
 
 
+def positions_of_followers(followers: list[Follower]) -> dict[str, int]:
+    """Every follower's position, with one query per view database (on PostgreSQL all views share one)."""
+    databases: dict[int, tuple[ViewDatabase, list[str]]] = {}
+    for follower in followers:
+        databases.setdefault(id(follower.db), (follower.db, []))[1].append(follower.name)
+    positions: dict[str, int] = {}
+    for db, names in databases.values():
+        with db.snapshot() as cursor:
+            positions.update(positions_of(cursor, names))
+    return positions
+
+
 def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: Mapping[str, int] | None = None,
          guard: Callable[[Follower, Callable[[], int]], int] = lambda follower, work: work()) -> dict[str, int]:
     """One round for several followers: read the next batch of the log once, from the least advanced of
     them, and give each the events it has not seen yet (up to its ``until``). Returns how many each applied;
     ``guard`` runs each follower's share (to contain a projection that stops)."""
-    positions = {f.name: f.position() for f in followers}
+    positions = positions_of_followers(followers)
     targets = {f.name: (until or {}).get(f.name) for f in followers}
     wanting = [f for f in followers if targets[f.name] is None or positions[f.name] < targets[f.name]]
     if not wanting:

@@ -1,7 +1,8 @@
 """Where read models live: a SQLite file per view (the embedded default) or a PostgreSQL schema.
 
 Views write SQL once, with ``?`` placeholders and the SQL that SQLite and PostgreSQL share
-(``INSERT ... ON CONFLICT``, row-value comparisons); the PostgreSQL cursor translates placeholders.
+(``INSERT ... ON CONFLICT``, row-value comparisons); the PostgreSQL cursor translates placeholders, and sends
+the rows of an ``executemany`` of an INSERT or a DELETE by key as one statement over arrays (``unnest``).
 Each view's position in the event log lives in the same database, so a batch of rows and the
 position they bring the view to commit together.
 """
@@ -9,9 +10,10 @@ position they bring the view to commit together.
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
 from functools import cache
@@ -42,8 +44,10 @@ class Cursor(Protocol):
 class ViewDatabase(Protocol):
     dialect: str
 
-    def transaction(self) -> AbstractContextManager[Cursor]:
-        """A write transaction: everything in it commits together, or nothing does."""
+    def transaction(self, *, rebuildable: bool = False) -> AbstractContextManager[Cursor]:
+        """A write transaction: everything in it commits together, or nothing does. A ``rebuildable`` one
+        (a view's rows with its position) need not wait for the disk at commit: a power cut can only take
+        the view back to an earlier position, which its follower reads on from."""
 
     def snapshot(self) -> AbstractContextManager[Cursor]:
         """A read-only transaction that sees one consistent state."""
@@ -78,7 +82,8 @@ class SQLiteViews:
         return connection
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    def transaction(self, *, rebuildable: bool = False) -> Iterator[Cursor]:
+        # No commit here waits for the disk (WAL with synchronous=NORMAL), so nothing is left to relax.
         connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -108,15 +113,66 @@ class SQLiteViews:
         self._local = threading.local()
 
 
+_INSERT = re.compile(r"INSERT INTO (?P<table>\w+)(?P<alias> AS \w+)?\s+(?:\((?P<columns>[^)]*)\)\s+)?"
+                     r"VALUES\s+\((?P<marks>\?(?:,\s*\?)*)\)(?P<rest>[^?]*)", re.S)
+_CONFLICT_TARGET = re.compile(r"\s*ON CONFLICT\s+\((?P<target>[^)]*)\)")
+_DELETE_BY_KEY = re.compile(r"DELETE FROM (?P<table>\w+) WHERE (?P<key>\w+) = \?(?P<rest>[^?]*)", re.S)
+
+
+def over_arrays(sql: str, rows: Sequence[Sequence[Any]], types_of: Callable[[str], dict[str, str]]) -> str | None:
+    """A PostgreSQL statement over one array per column (``%b`` parameters, the rows' columns in order) that
+    does what running ``sql`` once per row does, for an INSERT (upsert or not) or a DELETE by one key. None
+    where that is not sure: a statement of another form, or an upsert whose rows repeat a key (row by row,
+    each would see the one before). ``types_of`` tells a table's columns, in order, with their types."""
+    if (insert := _INSERT.fullmatch(sql)) is not None:
+        types = types_of(insert["table"])
+        columns = [c.strip() for c in insert["columns"].split(",")] if insert["columns"] else list(types)
+        if insert["marks"].count("?") != len(columns) or any(c not in types for c in columns):
+            return None
+        if (conflict := _CONFLICT_TARGET.match(insert["rest"])) is not None:
+            target = [c.strip() for c in conflict["target"].split(",")]
+            if any(c not in columns for c in target):
+                return None
+            keys = [columns.index(c) for c in target]
+            if len({tuple(row[k] for k in keys) for row in rows}) != len(rows):
+                return None
+        arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)
+        return (f"INSERT INTO {insert['table']}{insert['alias'] or ''} ({', '.join(columns)}) "
+                f"SELECT * FROM unnest({arrays}){insert['rest']}")
+    if (delete := _DELETE_BY_KEY.fullmatch(sql)) is not None:
+        types = types_of(delete["table"])
+        if delete["key"] not in types:
+            return None
+        key = delete["key"]
+        return f"DELETE FROM {delete['table']} WHERE {key} = ANY(%b::{types[key]}[]){delete['rest']}"
+    return None
+
+
 class _PostgresCursor:
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+    def __init__(self, cursor: psycopg.Cursor[Any], column_types: dict[str, dict[str, str]]) -> None:
         self._cursor = cursor
+        self._column_types = column_types
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._cursor.execute(sql.replace("?", "%s"), params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
-        return self._cursor.executemany(sql.replace("?", "%s"), rows)
+        # One statement over one array per column instead of a statement per row: PostgreSQL plans and runs
+        # it once (a rebuild writes thousands of rows a batch), and psycopg dumps the arrays in C.
+        statement = over_arrays(sql, rows, self._types) if len(rows) > 1 else None
+        if statement is None:
+            return self._cursor.executemany(sql.replace("?", "%s"), rows)
+        return self._cursor.execute(statement, [list(column) for column in zip(*rows, strict=True)])
+
+    def _types(self, table: str) -> dict[str, str]:
+        """The table's columns, in order, with their types (scalar types only: an array column is left out)."""
+        if table not in self._column_types:
+            self._cursor.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                                 "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                                 (table,))
+            self._column_types[table] = {name: kind for name, kind in self._cursor.fetchall()
+                                         if not kind.endswith("]")}
+        return self._column_types[table]
 
     def fetchone(self) -> Any:
         return self._cursor.fetchone()
@@ -144,11 +200,17 @@ class PostgresViews:
         # 5 ms. Planning each execution for its table as it is costs well under a millisecond.
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, name=f"views-{schema}",
                                     kwargs={"options": f"-c search_path={schema} -c plan_cache_mode=force_custom_plan"})
+        self._column_types: dict[str, dict[str, str]] = {}
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    def transaction(self, *, rebuildable: bool = False) -> Iterator[Cursor]:
         with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
-            yield _PostgresCursor(cursor)
+            if rebuildable:
+                # The commit is visible at once and reaches the disk within a few hundred milliseconds; the
+                # write-ahead log is sequential, so any later durable commit (a letter marked sent, say)
+                # makes this one durable first.
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            yield _PostgresCursor(cursor, self._column_types)
 
     @contextmanager
     def schema_change(self) -> Iterator[Cursor]:
@@ -162,7 +224,7 @@ class PostgresViews:
             connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             try:
                 with connection.transaction(), connection.cursor() as cursor:
-                    yield _PostgresCursor(cursor)
+                    yield _PostgresCursor(cursor, self._column_types)
             finally:
                 connection.isolation_level = None
 
@@ -197,6 +259,14 @@ def position_of(cursor: Cursor, projection: str) -> int:
     cursor.execute("SELECT position FROM projection_positions WHERE projection = ?", (projection,))
     row = cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+def positions_of(cursor: Cursor, projections: Sequence[str]) -> dict[str, int]:
+    """Several views' positions in one query (0 for a view that has processed nothing yet)."""
+    cursor.execute(f"SELECT projection, position FROM projection_positions WHERE projection IN "
+                   f"({', '.join('?' * len(projections))})", tuple(projections))
+    found = {str(name): int(position) for name, position in cursor.fetchall()}
+    return {name: found.get(name, 0) for name in projections}
 
 
 def advance_position(cursor: Cursor, projection: str, before: int, after: int) -> None:

@@ -77,6 +77,21 @@ def _card_values(row: Row | None) -> tuple[int, int, int, int]:
     return 1, 1 - row.canceled, row.canceled, row.seats
 
 
+def _last_steps(cursor: Cursor, resellers: list[str], chunk: int = 500) -> dict[str, tuple[int, ...]]:
+    """Each reseller's last card step (valid_from, then the card's values), a chunk of resellers per query.
+    Each is found by its own index lookup (the MAX of an indexed column), however many steps it has."""
+    found: dict[str, tuple[int, ...]] = {}
+    for start in range(0, len(resellers), chunk):
+        part = resellers[start:start + chunk]
+        cursor.execute(
+            "SELECT c.reseller_org_id, c.valid_from, c.total_customers, c.active, c.canceled, c.total_seats "
+            f"FROM (VALUES {', '.join(['(?)'] * len(part))}) AS k JOIN as_of_cards c ON c.reseller_org_id = k.column1 "
+            "AND c.valid_from = (SELECT MAX(m.valid_from) FROM as_of_cards m WHERE m.reseller_org_id = k.column1)",
+            part)
+        found.update((row[0], tuple(row[1:])) for row in cursor.fetchall())
+    return found
+
+
 class AsOf:
     name = NAME
     streams = frozenset({"Subscription", "Invoice"})
@@ -166,40 +181,42 @@ class AsOf:
                 reseller = (after or before).reseller_org_id  # type: ignore[union-attr]
                 deltas.setdefault(reseller, []).append((at, delta))
         self._save_versions(cursor, "as_of_subscriptions", SUBSCRIPTION_COLUMNS, "subscription_id", versions)
-        for reseller, changes in deltas.items():
-            self._move_cards(cursor, reseller, changes)
+        if deltas:
+            self._move_cards(cursor, deltas)
 
     @staticmethod
-    def _move_cards(cursor: Cursor, reseller: str, changes: list[tuple[int, tuple[int, ...]]]) -> None:
-        """Add each change to the cards from its instant on: one step per instant."""
-        changes.sort(key=lambda change: change[0])
-        cursor.execute("SELECT valid_from, total_customers, active, canceled, total_seats FROM as_of_cards "
-                       "WHERE reseller_org_id = ? ORDER BY valid_from DESC LIMIT 1", (reseller,))
-        last = cursor.fetchone()
-        if last is None or changes[0][0] >= last[0]:
-            # The usual case: every change at or after the last step. Fold them in memory.
-            values = list(last[1:]) if last else [0, 0, 0, 0]
-            steps: dict[int, list[int]] = {}
-            for at, delta in changes:
-                values = [v + d for v, d in zip(values, delta)]
-                steps[at] = values
+    def _move_cards(cursor: Cursor, deltas: dict[str, list[tuple[int, tuple[int, ...]]]]) -> None:
+        """Add each reseller's changes to its cards from their instants on: one step per instant."""
+        lasts = _last_steps(cursor, list(deltas))
+        steps: list[tuple[Any, ...]] = []
+        for reseller, changes in deltas.items():
+            changes.sort(key=lambda change: change[0])
+            last = lasts.get(reseller)
+            if last is None or changes[0][0] >= last[0]:
+                # The usual case: every change at or after the reseller's last step. Fold them in memory.
+                values = list(last[1:]) if last else [0, 0, 0, 0]
+                folded: dict[int, list[int]] = {}
+                for at, delta in changes:
+                    values = [v + d for v, d in zip(values, delta)]
+                    folded[at] = values
+                steps += [(reseller, at, *values) for at, values in folded.items()]
+                continue
+            for at, delta in changes:  # a change recorded before later steps: every step from it on moves
+                cursor.execute("SELECT valid_from, total_customers, active, canceled, total_seats FROM as_of_cards "
+                               "WHERE reseller_org_id = ? AND valid_from <= ? ORDER BY valid_from DESC LIMIT 1",
+                               (reseller, at))
+                step = cursor.fetchone()
+                if step is None or step[0] != at:
+                    cursor.execute("INSERT INTO as_of_cards VALUES (?, ?, ?, ?, ?, ?)",
+                                   (reseller, at, *(step[1:] if step else (0, 0, 0, 0))))
+                cursor.execute("UPDATE as_of_cards SET total_customers = total_customers + ?, active = active + ?, "
+                               "canceled = canceled + ?, total_seats = total_seats + ? "
+                               "WHERE reseller_org_id = ? AND valid_from >= ?", (*delta, reseller, at))
+        if steps:
             cursor.executemany("INSERT INTO as_of_cards VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
                                "(reseller_org_id, valid_from) DO UPDATE SET total_customers = "
                                "excluded.total_customers, active = excluded.active, canceled = excluded.canceled, "
-                               "total_seats = excluded.total_seats",
-                               [(reseller, at, *values) for at, values in steps.items()])
-            return
-        for at, delta in changes:  # a change recorded before later steps: every step from it on moves
-            cursor.execute("SELECT valid_from, total_customers, active, canceled, total_seats FROM as_of_cards "
-                           "WHERE reseller_org_id = ? AND valid_from <= ? ORDER BY valid_from DESC LIMIT 1",
-                           (reseller, at))
-            step = cursor.fetchone()
-            if step is None or step[0] != at:
-                cursor.execute("INSERT INTO as_of_cards VALUES (?, ?, ?, ?, ?, ?)",
-                               (reseller, at, *(step[1:] if step else (0, 0, 0, 0))))
-            cursor.execute("UPDATE as_of_cards SET total_customers = total_customers + ?, active = active + ?, "
-                           "canceled = canceled + ?, total_seats = total_seats + ? "
-                           "WHERE reseller_org_id = ? AND valid_from >= ?", (*delta, reseller, at))
+                               "total_seats = excluded.total_seats", steps)
 
     # --- invoices -------------------------------------------------------------------------------
 

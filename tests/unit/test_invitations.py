@@ -310,7 +310,7 @@ class UnreachableOutbox:
         self.tries = 0
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    def transaction(self, *, rebuildable: bool = False) -> Iterator[Cursor]:
         self.tries += 1
         raise sqlite3.OperationalError("unable to open database file")
         yield  # pragma: no cover
