@@ -83,16 +83,22 @@ def ledger_env(backend: str, **extra: str) -> Iterator[dict[str, str]]:
 @contextmanager
 def deployment(backend: str, **extra: str) -> Iterator[Services]:
     """The services of a fresh deployment, in this process, with a reseller that has a card on file."""
-    with ledger_env(backend, **extra) as env:
-        settings = load_settings(**{key.removeprefix("LEDGER_").lower(): value for key, value in env.items()})
-        services = bootstrap(settings)
-        try:
-            services.ledger.enable_reseller(ORG, name="Bench Reseller", actor=ACTOR)
-            services.ledger.set_billing_info(ORG, payment_method="pm_card_visa", billing_email="billing@bench.example",
-                                             country="DE", actor=ACTOR)
-            yield services
-        finally:
-            services.close()
+    with ledger_env(backend, **extra) as env, services_on(env) as services:
+        yield services
+
+
+@contextmanager
+def services_on(env: dict[str, str]) -> Iterator[Services]:
+    """The services of the deployment that ``env`` (LEDGER_* settings) describes, in this process, with the
+    benchmark's reseller enabled and a card on file."""
+    services = bootstrap(load_settings(**{key.removeprefix("LEDGER_").lower(): value for key, value in env.items()}))
+    try:
+        services.ledger.enable_reseller(ORG, name="Bench Reseller", actor=ACTOR)
+        services.ledger.set_billing_info(ORG, payment_method="pm_card_visa", billing_email="billing@bench.example",
+                                         country="DE", actor=ACTOR)
+        yield services
+    finally:
+        services.close()
 
 
 # --- bulk population ------------------------------------------------------------------------------
