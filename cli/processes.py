@@ -91,7 +91,8 @@ def migrate(data_dir: DataDir = None) -> int:
 
 @exits
 def projections(data_dir: DataDir = None) -> int:
-    """keep the read models (and the invitation outbox) following the event log, until stopped"""
+    """keep the read models (and the outboxes of invitations and webhooks) following the event log, until
+    stopped"""
     from service.bootstrap import bootstrap
 
     services = bootstrap(settings(data_dir))
@@ -102,13 +103,14 @@ def projections(data_dir: DataDir = None) -> int:
 
 @exits
 def scheduler(data_dir: DataDir = None) -> int:
-    """renew, retry and expire subscriptions as they fall due, until stopped (beside the API on
-    PostgreSQL)"""
+    """renew, retry and expire subscriptions as they fall due, and send the invitations and webhooks of
+    the outboxes, until stopped (beside the API on PostgreSQL)"""
     from service.bootstrap import bootstrap
 
     services = bootstrap(settings(data_dir))
     services.start_background(followers=False)
-    print("scheduler running: renewals, retries and expiries as they fall due", flush=True)
+    print("scheduler running: renewals, retries and expiries as they fall due; invitations and webhooks sent",
+          flush=True)
     return _until_stopped(services)
 
 

@@ -10,6 +10,7 @@ import smtplib
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.message import EmailMessage
@@ -29,16 +30,26 @@ class MailUnavailable(Exception):
 
 
 class Mailer(Protocol):
+    """Adapters implement ``send_all``; ``send`` comes with it when they subclass this port."""
+
+    def send_all(self, messages: Sequence[EmailMessage]) -> list[MailUnavailable | None]:
+        """Hand the messages over for delivery, in order, as one handover where the adapter can (one
+        connection, one write to disk). For each message: None when it was taken, or why it was not."""
+        ...
+
     def send(self, message: EmailMessage) -> None:
-        """Hand the message over for delivery, or raise ``MailUnavailable``."""
+        """Hand one message over for delivery, or raise ``MailUnavailable``."""
+        [outcome] = self.send_all([message])
+        if outcome is not None:
+            raise outcome
 
 
 @dataclass(frozen=True)
-class SmtpMailer:
-    """One SMTP conversation per message. ``smtp://`` upgrades to TLS with STARTTLS when the server
-    offers it (``starttls="require"`` refuses to go on without it); ``smtps://`` speaks TLS from the
-    first byte. Credentials in the URL log in after the upgrade; without ``starttls=require`` they may
-    cross an unencrypted connection if the server offers no STARTTLS."""
+class SmtpMailer(Mailer):
+    """One SMTP conversation per handover, one mail transaction per message in it. ``smtp://`` upgrades
+    to TLS with STARTTLS when the server offers it (``starttls="require"`` refuses to go on without it);
+    ``smtps://`` speaks TLS from the first byte. Credentials in the URL log in after the upgrade; without
+    ``starttls=require`` they may cross an unencrypted connection if the server offers no STARTTLS."""
 
     host: str
     port: int
@@ -84,20 +95,29 @@ class SmtpMailer:
             tls_context=tls_context,
         )
 
-    def send(self, message: EmailMessage) -> None:
+    def send_all(self, messages: Sequence[EmailMessage]) -> list[MailUnavailable | None]:
+        if not messages:
+            return []
         try:
             connection = self._connect()
         except (smtplib.SMTPException, OSError) as error:
-            raise MailUnavailable(f"cannot reach {self.host}:{self.port}: {_describe(error)}") from error
+            return [MailUnavailable(f"cannot reach {self.host}:{self.port}: {_describe(error)}")] * len(messages)
+        outcomes: list[MailUnavailable | None] = []
         try:
-            self._deliver(connection, message)
+            if self.username is not None:
+                connection.login(self.username, self.password or "")
+            for message in messages:
+                outcomes.append(self._deliver(connection, message))
         except (smtplib.SMTPException, OSError) as error:
+            # The conversation is over: neither this message nor the ones after it were taken.
             connection.close()
-            raise MailUnavailable(f"{self.host}:{self.port} did not take the message: {_describe(error)}") from error
+            lost = MailUnavailable(f"{self.host}:{self.port} did not take the message: {_describe(error)}")
+            return outcomes + [lost] * (len(messages) - len(outcomes))
         except BaseException:
             connection.close()
             raise
         _quit_quietly(connection)
+        return outcomes
 
     def _connect(self) -> smtplib.SMTP:
         context = self.tls_context or ssl.create_default_context()
@@ -116,12 +136,17 @@ class SmtpMailer:
             raise
         return connection
 
-    def _deliver(self, connection: smtplib.SMTP, message: EmailMessage) -> None:
-        if self.username is not None:
-            connection.login(self.username, self.password or "")
-        refused = connection.send_message(message)
+    def _deliver(self, connection: smtplib.SMTP, message: EmailMessage) -> MailUnavailable | None:
+        """Whether the server took one message. A refusal of this message leaves the conversation open
+        for the next (smtplib resets the mail transaction); a broken conversation is raised."""
+        try:
+            refused = connection.send_message(message)
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
+            return MailUnavailable(f"{self.host}:{self.port} did not take the message: {_describe(error)}")
         if refused:
-            raise smtplib.SMTPRecipientsRefused(refused)
+            return MailUnavailable(f"{self.host}:{self.port} did not take the message: "
+                                   f"{_describe(smtplib.SMTPRecipientsRefused(refused))}")
+        return None
 
 
 def _quit_quietly(connection: smtplib.SMTP) -> None:
@@ -136,9 +161,9 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-class MboxMailer:
-    """Appends each message to an mbox file: the outbox when no SMTP server is configured. Readable
-    with any mail client or ``mailbox.mbox``."""
+class MboxMailer(Mailer):
+    """Appends messages to an mbox file: the outbox when no SMTP server is configured. Readable with
+    any mail client or ``mailbox.mbox``. A handover is one append and one fsync, however many messages."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -146,12 +171,13 @@ class MboxMailer:
         self._guard = threading.Lock()
         self._folder_made = False
 
-    def send(self, message: EmailMessage) -> None:
+    def send_all(self, messages: Sequence[EmailMessage]) -> list[MailUnavailable | None]:
+        if not messages:
+            return []
         # Appended at the end under an exclusive lock, as mbox writers do; ``mailbox.mbox.add`` would
         # read the whole file first, each time.
-        entry = io.BytesIO()
-        BytesGenerator(entry, mangle_from_=True, policy=message.policy.clone(linesep="\n")).flatten(message)
-        envelope = f"From MAILER-DAEMON {time.asctime(time.gmtime())}\n".encode()
+        stamp = f"From MAILER-DAEMON {time.asctime(time.gmtime())}\n".encode()
+        entries = [stamp + _flattened(message).rstrip(b"\n") + b"\n" for message in messages]
         with self._guard:
             try:
                 if not self._folder_made:  # once (again after a failure): it took ms a message on a loaded disk
@@ -160,19 +186,24 @@ class MboxMailer:
                 with open(self.path, "ab") as box:
                     fcntl.flock(box, fcntl.LOCK_EX)
                     try:
-                        if box.tell() > 0:
-                            box.write(b"\n")
-                        box.write(envelope + entry.getvalue().rstrip(b"\n") + b"\n")
+                        box.write((b"\n" if box.tell() > 0 else b"") + b"\n".join(entries))
                         box.flush()
                         os.fsync(box.fileno())
                     finally:
                         fcntl.flock(box, fcntl.LOCK_UN)
             except OSError as error:
                 self._folder_made = False
-                raise MailUnavailable(f"cannot append to {self.path}: {_describe(error)}") from error
+                return [MailUnavailable(f"cannot append to {self.path}: {_describe(error)}")] * len(messages)
+        return [None] * len(messages)
 
     def __repr__(self) -> str:
         return f"MboxMailer({str(self.path)!r})"
+
+
+def _flattened(message: EmailMessage) -> bytes:
+    entry = io.BytesIO()
+    BytesGenerator(entry, mangle_from_=True, policy=message.policy.clone(linesep="\n")).flatten(message)
+    return entry.getvalue()
 
 
 def mailer_from_settings(smtp_url: str | None, data_dir: Path) -> Mailer:

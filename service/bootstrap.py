@@ -80,15 +80,17 @@ class Services:
         threading.Thread(target=self.recovery.run, name="charge-recovery", daemon=True).start()
 
     def start_background(self, *, scheduler: bool = True, followers: bool = True) -> None:
-        """Keep the read models following the log (and the invitation outbox sending), and the
-        scheduler running (with its metrics served when ``scheduler_metrics_port`` is set), in this process."""
+        """Keep the read models following the log, and the scheduler running (with its metrics served when
+        ``scheduler_metrics_port`` is set) and the outboxes sending, in this process. The senders run beside the
+        scheduler, not the read models: composing and sending a backlog of mail is seconds of CPU, and in the
+        followers' process it held the interpreter lock that each view's next commit waited for."""
         if followers:
             self.read_side.start()
+        if scheduler:
             self._threads.append(SenderThread(self.invitations))
             if self.webhooks is not None:
                 self._threads.append(WebhookSenderThread(self.webhooks,
                                                          concurrency=self.settings.webhooks_concurrency))
-        if scheduler:
             self._threads.append(SchedulerThread(self.scheduler, self.recovery))
             port = self.settings.scheduler_metrics_port
             if port is not None and self.metrics_server is None:

@@ -209,7 +209,7 @@ def _invitation_outbox_depth(services: Services) -> int:
     from projections import invitations
 
     with services.read_side.db(invitations.NAME).snapshot() as cursor:
-        cursor.execute("SELECT COUNT(*) FROM invitation_outbox WHERE state <> ?", (invitations.SENT,))
+        cursor.execute(f"SELECT COUNT(*) FROM invitation_outbox WHERE {invitations.UNSENT}")
         return int(cursor.fetchone()[0])
 
 

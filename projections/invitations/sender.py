@@ -1,14 +1,16 @@
 """Delivering the invitation outbox, outside any command: the ledger never waits for mail.
 
-Each invitation moves pending → sending → sent. ``sending`` is committed before the message is handed
-to the mailer, so a crash can never lose the fact that a delivery may have happened; a failed delivery
-goes back to pending with a backoff, and a row found still ``sending`` after a grace period (its sender
-died mid-delivery) is delivered again.
+Each invitation moves pending → sending → sent. The sender takes the due invitations a batch at a time:
+one commit marks them ``sending``, one handover gives them to the mailer (one SMTP conversation, or one
+append to the mailbox file), one commit records what became of each. ``sending`` is committed before
+the messages are handed to the mailer, so a crash can never lose the fact that a delivery may have
+happened; a failed delivery goes back to pending with a backoff, and a row found still ``sending``
+after a grace period (its sender died mid-delivery) is delivered again.
 
-That leaves one window nothing can close: the server has accepted the message but the sender dies
-before ``sent`` is recorded. The message is then sent a second time. It is the same message: its
+That leaves one window nothing can close: the server has accepted the messages but the sender dies
+before ``sent`` is recorded. The messages of that batch are then sent a second time. It is the same message: its
 Message-ID is derived from the invitation id alone (``<invitation-id@invitations.reseller-ledger>``),
-so mail systems and the people reading them can recognise the resend as a duplicate.
+so mail systems and the people reading them can recognise a resend as a duplicate.
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ from email.utils import format_datetime
 from commands.mail import Mailer, MailUnavailable
 from commands.ports import Clock
 from ledger import events
-from projections.invitations import OUTBOX_COLUMNS, PENDING, SENDING, SENT, Delivery, Invitation, OutboxRow, row_from
+from projections.invitations import (
+    OUTBOX_COLUMNS,
+    PENDING,
+    SENDING,
+    SENT,
+    UNSENT,
+    Delivery,
+    Invitation,
+    OutboxRow,
+    row_from,
+)
 from projections.store import ViewDatabase
 
 log = logging.getLogger("ledger.invitations")
@@ -67,9 +79,9 @@ class RetryPolicy:
 
 
 _SELECT_DUE = f"""SELECT {', '.join(OUTBOX_COLUMNS)} FROM invitation_outbox
-    WHERE (state = '{PENDING}' AND (next_attempt_at IS NULL OR next_attempt_at <= ?))
-       OR (state = '{SENDING}' AND next_attempt_at <= ?)
-    ORDER BY position LIMIT 1"""
+    WHERE {UNSENT} AND ((state = '{PENDING}' AND (next_attempt_at IS NULL OR next_attempt_at <= ?))
+       OR (state = '{SENDING}' AND next_attempt_at <= ?))
+    ORDER BY position LIMIT ?"""
 
 
 class InvitationSender:
@@ -88,78 +100,95 @@ class InvitationSender:
         self.retry = retry
 
     def send_due(self, limit: int = 10) -> int:
-        """Deliver up to ``limit`` due invitations; returns how many were sent. Delivery failures are
-        recorded for a later retry, never raised; a failing outbox database is raised."""
-        sent = 0
-        for _ in range(limit):
-            claimed = self._claim_next()
-            if claimed is None:
-                break
-            sent += self._deliver(claimed)
-        return sent
+        """Deliver up to ``limit`` due invitations in one handover to the mailer; returns how many were
+        sent. Delivery failures are recorded for a later retry, never raised; a failing outbox database
+        is raised."""
+        claimed = self._claim_due(limit)
+        if not claimed:
+            return 0
+        outcomes = self._hand_over(claimed)
+        self._record(claimed, outcomes)
+        return outcomes.count(None)
 
-    def _claim_next(self) -> OutboxRow | None:
-        """The next due invitation, marked ``sending`` and committed; None when none is due."""
+    def _claim_due(self, limit: int) -> list[OutboxRow]:
+        """The next due invitations, marked ``sending`` in one committed transaction. A row another
+        sender claimed between our read and our update is left to it."""
         at = self.clock.now()
         now = events.iso(at)
+        claimed, interrupted = [], []
         with self.db.transaction() as cursor:
-            while True:
-                cursor.execute(_SELECT_DUE, (now, now))
-                found = cursor.fetchone()
-                if found is None:
-                    return None
-                row = row_from(found)
+            cursor.execute(_SELECT_DUE, (now, now, limit))
+            for row in [row_from(found) for found in cursor.fetchall()]:
                 before = row.delivery
-                interrupted = before.state == SENDING
-                claimed = Delivery(SENDING, before.attempts + 1 if interrupted else before.attempts,
-                                   events.iso(at + self.retry.sending_grace),
-                                   INTERRUPTED if interrupted else before.last_error, None)
+                was_interrupted = before.state == SENDING
+                delivery = Delivery(SENDING, before.attempts + 1 if was_interrupted else before.attempts,
+                                    events.iso(at + self.retry.sending_grace),
+                                    INTERRUPTED if was_interrupted else before.last_error, None)
                 cursor.execute(
                     "UPDATE invitation_outbox SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ? "
                     "WHERE invitation_id = ? AND state = ? AND attempts = ?",
-                    (claimed.state, claimed.attempts, claimed.next_attempt_at, claimed.last_error,
+                    (delivery.state, delivery.attempts, delivery.next_attempt_at, delivery.last_error,
                      row.invitation.invitation_id, before.state, before.attempts))
                 if cursor.rowcount == 1:
-                    break
-                # Another sender claimed it between our read and our update: look for the next one.
-        if interrupted:
-            log.warning("invitation %s was left sending by an interrupted delivery; sending it again",
-                        row.invitation.invitation_id)
-        return OutboxRow(row.invitation, claimed)
+                    claimed.append(OutboxRow(row.invitation, delivery))
+                    if was_interrupted:
+                        interrupted.append(row.invitation.invitation_id)
+        for invitation_id in interrupted:
+            log.warning("invitation %s was left sending by an interrupted delivery; sending it again", invitation_id)
+        return claimed
 
-    def _deliver(self, claimed: OutboxRow) -> int:
-        invitation = claimed.invitation
+    def _hand_over(self, claimed: list[OutboxRow]) -> list[Exception | None]:
+        """For each claimed invitation: None when the mailer took it, or what went wrong."""
+        outcomes: list[Exception | None] = [None] * len(claimed)
+        messages, composed = [], []
+        for index, row in enumerate(claimed):
+            try:
+                messages.append(compose(row.invitation, from_address=self.from_address))
+            except Exception as error:  # a letter that cannot be written waits for a retry, as the others go out
+                outcomes[index] = error
+            else:
+                composed.append(index)
         try:
-            self.mailer.send(compose(invitation, from_address=self.from_address))
-        except Exception as error:  # whatever went wrong with the mail, the invitation waits for a retry
-            self._failed(claimed, error)
-            return 0
-        with self.db.transaction() as cursor:
-            cursor.execute("UPDATE invitation_outbox SET state = ?, sent_at = ?, next_attempt_at = NULL "
-                           "WHERE invitation_id = ?", (SENT, events.iso(self.clock.now()), invitation.invitation_id))
-        log.info("invitation %s (%s, subscription %s) sent", invitation.invitation_id, invitation.kind,
-                 invitation.subscription_id)
-        return 1
+            handed_over: list[Exception | None] = list(self.mailer.send_all(messages))
+        except Exception as error:  # whatever went wrong with the mail, the invitations wait for a retry
+            handed_over = [error] * len(messages)
+        for index, outcome in zip(composed, handed_over, strict=True):
+            outcomes[index] = outcome
+        return outcomes
 
-    def _failed(self, claimed: OutboxRow, error: Exception) -> None:
-        attempts = claimed.delivery.attempts + 1
-        retry_at = self.clock.now() + self.retry.delay_after(attempts)
-        reason = f"{type(error).__name__}: {error}"[:_LONGEST_ERROR]
+    def _record(self, claimed: list[OutboxRow], outcomes: list[Exception | None]) -> None:
+        """Every outcome of one handover in one committed transaction: sent, or back to pending with a
+        backoff. Until it commits, a crash leaves the rows ``sending``, to be sent again after the grace."""
+        now = self.clock.now()
+        sent = [row for row, outcome in zip(claimed, outcomes, strict=True) if outcome is None]
+        failed = [(row, outcome, Delivery(PENDING, row.delivery.attempts + 1,
+                                          events.iso(now + self.retry.delay_after(row.delivery.attempts + 1)),
+                                          f"{type(outcome).__name__}: {outcome}"[:_LONGEST_ERROR], None))
+                  for row, outcome in zip(claimed, outcomes, strict=True) if outcome is not None]
         with self.db.transaction() as cursor:
-            cursor.execute(
-                "UPDATE invitation_outbox SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ? "
-                "WHERE invitation_id = ? AND state = ? AND attempts = ?",
-                (PENDING, attempts, events.iso(retry_at), reason, claimed.invitation.invitation_id, SENDING,
-                 claimed.delivery.attempts))
-        log.warning("invitation %s not sent (attempt %d): %s; next attempt at %s", claimed.invitation.invitation_id,
-                    attempts, reason, events.iso(retry_at), exc_info=not isinstance(error, MailUnavailable))
+            for row in sent:
+                cursor.execute("UPDATE invitation_outbox SET state = ?, sent_at = ?, next_attempt_at = NULL "
+                               "WHERE invitation_id = ?", (SENT, events.iso(now), row.invitation.invitation_id))
+            for row, _, retry in failed:
+                cursor.execute(
+                    "UPDATE invitation_outbox SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ? "
+                    "WHERE invitation_id = ? AND state = ? AND attempts = ?",
+                    (retry.state, retry.attempts, retry.next_attempt_at, retry.last_error,
+                     row.invitation.invitation_id, SENDING, row.delivery.attempts))
+        for row in sent:
+            log.info("invitation %s (%s, subscription %s) sent", row.invitation.invitation_id, row.invitation.kind,
+                     row.invitation.subscription_id)
+        for row, outcome, retry in failed:
+            log.warning("invitation %s not sent (attempt %d): %s; next attempt at %s", row.invitation.invitation_id,
+                        retry.attempts, retry.last_error, retry.next_attempt_at,
+                        exc_info=None if isinstance(outcome, MailUnavailable) else outcome)
 
 
 class SenderThread(threading.Thread):
     """Keeps sending due invitations until stopped. Nothing it meets stops it: a failing outbox
     database is logged and retried after a pause."""
 
-    def __init__(self, sender: InvitationSender, *, poll_seconds: float = 2.0, batch_size: int = 10,
+    def __init__(self, sender: InvitationSender, *, poll_seconds: float = 0.25, batch_size: int = 10,
                  retry_seconds: float = 30.0) -> None:
         super().__init__(name="invitation-sender", daemon=True)
         self.sender = sender

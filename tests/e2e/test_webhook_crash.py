@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
@@ -24,6 +26,16 @@ pytestmark = pytest.mark.e2e
 
 ORG = "org_hooks"
 TYPES = ["subscription.created", "invoice.issued", "subscription.canceled"]
+
+
+@contextmanager
+def background(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str] | None]:
+    """On PostgreSQL, `ledger projections` and `ledger scheduler` (given), beside the API; on SQLite, nothing."""
+    if "LEDGER_DATABASE_URL" not in env:
+        yield None
+        return
+    with started("projections", env=env, output=log), started("scheduler", env=env, output=log) as scheduler:
+        yield scheduler
 
 
 def _create(base: str, admin: dict[str, str], n: int) -> None:
@@ -42,9 +54,9 @@ def test_kill_9_of_the_sender_mid_delivery_loses_nothing(service_env: dict[str, 
     log = tmp_path / "processes.log"
     with receiving() as receiver:
         receiver.delay["/hook"] = 0.3
-        # The sender runs beside the followers: in `ledger serve` on SQLite, in `ledger projections` on PostgreSQL.
-        first_followers = started("projections", env=env, output=log) if on_postgres else nullcontext()
-        with first_followers as followers, serving(env, output=log) as (base, server):
+        # A follower enqueues the deliveries and the sender sends them: both in `ledger serve` on SQLite; on
+        # PostgreSQL the follower in `ledger projections`, the sender in `ledger scheduler`.
+        with background(env, log) as scheduler, serving(env, output=log) as (base, server):
             billing = httpx.put(f"{base}/v1/resellers/{ORG}/billing", headers=admin, json={
                 "payment_method": "pm_card_visa", "billing_email": "billing@hooks.example", "country": "US"})
             assert billing.status_code == 200, billing.text
@@ -58,7 +70,7 @@ def test_kill_9_of_the_sender_mid_delivery_loses_nothing(service_env: dict[str, 
             while receiver.started <= len(receiver.at("/hook")):  # kill while a request is being answered
                 assert time.monotonic() < deadline, "no delivery in flight to interrupt"
                 time.sleep(0.005)
-            sender = followers if on_postgres else server
+            sender = scheduler if on_postgres else server
             os.kill(sender.pid, signal.SIGKILL)
             sender.wait()
             received_at_kill = len(receiver.at("/hook"))
@@ -66,8 +78,7 @@ def test_kill_9_of_the_sender_mid_delivery_loses_nothing(service_env: dict[str, 
                 _create(base, admin, 2)
         time.sleep(0.5)
         assert len(receiver.at("/hook")) <= received_at_kill + 1  # the sender is dead: nothing more arrives
-        with (started("projections", env=env, output=log) if on_postgres else nullcontext()), \
-                serving(env, output=log) as (base, _):
+        with background(env, log), serving(env, output=log) as (base, _):
             if not on_postgres:
                 _create(base, admin, 2)
             exported = run("export-events", "--reseller", ORG, env=env)

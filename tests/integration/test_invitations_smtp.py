@@ -10,7 +10,7 @@ import ipaddress
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from commands.mail import MailUnavailable, SmtpMailer
+from commands.mail import Mailer, MailUnavailable, SmtpMailer
 from ledger.subscription import Order
 from projections.invitations import PENDING, SENDING, SENT, Invitations, invitation_id_for
 from projections.invitations.sender import INTERRUPTED, InvitationSender, RetryPolicy, message_id
@@ -46,20 +46,39 @@ class Received:
     message: EmailMessage
     login: bytes | None
     encrypted: bool
+    session: Any
+    """The server's session: one per connection."""
 
 
 class Inbox:
-    """An aiosmtpd handler that keeps every message it accepts."""
+    """An aiosmtpd handler that keeps every message it accepts, refuses the recipients it is told to, and
+    hangs up on the message to the ones it is told to."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+        self.unknown_recipients: set[str] = set()
+        self.hang_up_on: set[str] = set()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address in self.unknown_recipients:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.hang_up_on & set(envelope.rcpt_tos):
+            server.transport.close()
+            return "421 4.3.0 Going away"
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         login = session.auth_data.login if isinstance(session.auth_data, LoginPassword) else None
         encrypted = server.transport.get_extra_info("ssl_object") is not None
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, login, encrypted))
+        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, login, encrypted,
+                                      session))
         return "250 Message accepted for delivery"
+
+    @property
+    def conversations(self) -> int:
+        return len({id(r.session) for r in self.received})
 
     @property
     def message_ids(self) -> list[str]:
@@ -116,15 +135,15 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     return Certificate(server, ssl.create_default_context(cafile=str(folder / "cert.pem")))
 
 
-class CrashAfterHandover:
-    """A mailer whose process dies right after the server accepted the message, before the outbox
-    could record it as sent."""
+class CrashAfterHandover(Mailer):
+    """A mailer whose process dies right after the server accepted the messages, before the outbox
+    could record them as sent."""
 
     def __init__(self, mailer: SmtpMailer) -> None:
         self.mailer = mailer
 
-    def send(self, message: EmailMessage) -> None:
-        self.mailer.send(message)
+    def send_all(self, messages: Sequence[EmailMessage]) -> list[MailUnavailable | None]:
+        self.mailer.send_all(messages)
         raise ProcessDied
 
 
@@ -225,6 +244,47 @@ def test_starttls_required_but_not_offered_sends_nothing_in_the_clear() -> None:
     assert inbox.received == []
 
 
+def test_a_batch_goes_in_one_conversation_and_a_refused_recipient_does_not_hold_back_the_others(
+        world: InMemoryLedger, views: SQLiteViews) -> None:
+    addresses = ["ada@example.com", "nobody@example.com", "grace@example.com"]
+    subscriptions = [create(world, Order("plus", "monthly", end_user_email=address, display_name="Someone"))
+                     for address in addresses]
+    follow(world, views)
+
+    with smtp_server() as (inbox, port):
+        inbox.unknown_recipients.add("nobody@example.com")
+        assert sender(views, f"smtp://127.0.0.1:{port}", world).send_due() == 2
+
+    assert [r.rcpt_tos for r in inbox.received] == [["ada@example.com"], ["grace@example.com"]]
+    assert inbox.conversations == 1
+    ada, nobody, grace = (next(r for r in rows_of(views) if r.invitation.subscription_id == str(s))
+                          for s in subscriptions)
+    assert (ada.delivery.state, grace.delivery.state) == (SENT, SENT)
+    assert (nobody.delivery.state, nobody.delivery.attempts) == (PENDING, 1)
+    assert "550" in (nobody.delivery.last_error or "") and "No such user" in (nobody.delivery.last_error or "")
+
+
+def test_a_conversation_cut_short_leaves_its_message_and_the_rest_of_the_batch_for_a_retry(
+        world: InMemoryLedger, views: SQLiteViews) -> None:
+    addresses = ["ada@example.com", "grace@example.com", "alan@example.com"]
+    for address in addresses:
+        create(world, Order("plus", "monthly", end_user_email=address, display_name="Someone"))
+    follow(world, views)
+
+    with smtp_server() as (inbox, port):
+        inbox.hang_up_on.add("grace@example.com")
+        assert sender(views, f"smtp://127.0.0.1:{port}", world).send_due() == 1
+        inbox.hang_up_on.clear()
+        world.clock.set(world.clock.now() + RetryPolicy().first_delay)
+        assert sender(views, f"smtp://127.0.0.1:{port}", world).send_due() == 2
+
+    assert [r.rcpt_tos for r in inbox.received] == [[address] for address in addresses]
+    rows = {r.invitation.recipient: r.delivery for r in rows_of(views)}
+    assert {address: (rows[address].state, rows[address].attempts) for address in addresses} == {
+        "ada@example.com": (SENT, 0), "grace@example.com": (SENT, 1), "alan@example.com": (SENT, 1)}
+    assert "did not take the message" in (rows["alan@example.com"].last_error or "")
+
+
 # --- each invitation once --------------------------------------------------------------------------------
 
 
@@ -259,8 +319,8 @@ def test_each_invitation_is_sent_once_across_outages_and_restarts(world: InMemor
     assert sorted(inbox.message_ids) == sorted(message_id(str(invitation_id_for(s))) for s in (plus_id, pro_id))
 
 
-def test_a_delivery_cut_short_by_a_crash_is_resent_as_the_same_message(world: InMemoryLedger, tmp_path: Path) -> None:
-    subscription_id = create(world, PLUS_ORDER)
+def test_a_delivery_cut_short_by_a_crash_is_resent_as_the_same_messages(world: InMemoryLedger, tmp_path: Path) -> None:
+    subscriptions = [create(world, PLUS_ORDER), create(world, PRO_ORDER)]
     with smtp_server() as (inbox, port):
         dying = SQLiteViews(tmp_path / "views.sqlite")
         follow(world, dying)
@@ -271,21 +331,21 @@ def test_a_delivery_cut_short_by_a_crash_is_resent_as_the_same_message(world: In
         dying.close()
 
         restarted = SQLiteViews(tmp_path / "views.sqlite")
-        [left] = rows_of(restarted)
-        assert left.delivery.state == SENDING
+        assert [r.delivery.state for r in rows_of(restarted)] == [SENDING, SENDING]
         again = sender(restarted, f"smtp://127.0.0.1:{port}", world)
         world.clock.set(world.clock.now() + RetryPolicy().sending_grace - dt.timedelta(seconds=1))
         assert again.send_due() == 0  # its sender might still be at work
         world.clock.set(world.clock.now() + dt.timedelta(seconds=1))
-        assert again.send_due() == 1
-        [row] = rows_of(restarted)
+        assert again.send_due() == 2
+        rows = rows_of(restarted)
         restarted.close()
 
-    assert (row.delivery.state, row.delivery.attempts, row.delivery.last_error) == (SENT, 1, INTERRUPTED)
-    first, resent = inbox.received
-    assert first.message["Message-ID"] == resent.message["Message-ID"] == message_id(
-        str(invitation_id_for(subscription_id)))
-    assert first.message.as_bytes() == resent.message.as_bytes()
+    assert {(r.delivery.state, r.delivery.attempts, r.delivery.last_error) for r in rows} == {(SENT, 1, INTERRUPTED)}
+    first_plus, first_pro, resent_plus, resent_pro = inbox.received
+    assert [r.message["Message-ID"] for r in (first_plus, first_pro)] == [
+        message_id(str(invitation_id_for(s))) for s in subscriptions]
+    assert first_plus.message.as_bytes() == resent_plus.message.as_bytes()
+    assert first_pro.message.as_bytes() == resent_pro.message.as_bytes()
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sqlite3
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -20,7 +20,7 @@ from eventsourcing.domain import Aggregate
 from hypothesis import given
 from hypothesis import strategies as st
 
-from commands.mail import OUTBOX_FILE_NAME, MailUnavailable, MboxMailer, SmtpMailer, mailer_from_settings
+from commands.mail import OUTBOX_FILE_NAME, Mailer, MailUnavailable, MboxMailer, SmtpMailer, mailer_from_settings
 from ledger import events
 from ledger.subscription import Order
 from projections.invitations import (
@@ -45,21 +45,24 @@ PRO_ORDER = Order("pro", "annual", seats=3, organization_name="Initech", admin_e
 SECOND = timedelta(seconds=1)
 
 
-class Postbox:
+class Postbox(Mailer):
     """A mailer that keeps what it is given, and can be out of order."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.handovers = 0
         self.down = False
 
-    def send(self, message: EmailMessage) -> None:
+    def send_all(self, messages: Sequence[EmailMessage]) -> list[MailUnavailable | None]:
+        self.handovers += 1
         if self.down:
-            raise MailUnavailable("the postbox is out of order")
-        self.messages.append(message)
+            return [MailUnavailable("the postbox is out of order")] * len(messages)
+        self.messages.extend(messages)
+        return [None] * len(messages)
 
 
-class BuggyMailer:
-    def send(self, message: EmailMessage) -> None:
+class BuggyMailer(Mailer):
+    def send_all(self, messages: Sequence[EmailMessage]) -> list[MailUnavailable | None]:
         raise RuntimeError("a bug in the mail adapter")
 
 
@@ -235,6 +238,15 @@ def test_the_sender_sends_at_most_its_limit_at_a_time(world: InMemoryLedger, vie
     follow(world, views)
     sender = InvitationSender(views, Postbox(), world.clock)
     assert [sender.send_due(limit=2), sender.send_due(limit=2), sender.send_due(limit=2)] == [2, 1, 0]
+
+
+def test_the_due_invitations_are_handed_over_together(world: InMemoryLedger, views: SQLiteViews) -> None:
+    for _ in range(3):
+        create(world, PLUS_ORDER)
+    follow(world, views)
+    postbox = Postbox()
+    assert InvitationSender(views, postbox, world.clock).send_due(limit=10) == 3
+    assert (postbox.handovers, len(postbox.messages)) == (1, 3)
 
 
 def test_a_failed_delivery_is_retried_later_and_later_up_to_an_hour_apart(world: InMemoryLedger,
