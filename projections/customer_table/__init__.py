@@ -1,7 +1,9 @@
-"""The customer table of the reseller portal: one row per subscription that has not expired."""
+"""The customer table of the reseller portal: one row per subscription that has not expired, and how many
+rows each reseller has by status and plan (the listing's total, without counting the rows)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -41,6 +43,12 @@ class Row:
 
 
 COLUMNS = tuple(f.name for f in fields(Row))
+COUNTED = ("reseller_org_id", "status", "plan")
+"""What the counts are kept by: the listing's filters other than the search."""
+
+
+def _counted(row: Row | None) -> tuple[str, str, str] | None:
+    return None if row is None else (row.reseller_org_id, row.status, row.plan)
 
 
 def _created(_: Row | None, e: Any) -> Row:
@@ -82,12 +90,20 @@ class CustomerTable:
         for column in ("customer_search", "created_at", "current_period_end", "seats", "status", "plan"):
             cursor.execute(f"CREATE INDEX IF NOT EXISTS customer_table_by_{column} "
                            f"ON customer_table (reseller_org_id, {column}, subscription_id)")
+        cursor.execute("""CREATE TABLE IF NOT EXISTS customer_table_counts (
+            reseller_org_id TEXT NOT NULL, status TEXT NOT NULL, plan TEXT NOT NULL, subscriptions INTEGER NOT NULL,
+            PRIMARY KEY (reseller_org_id, status, plan))""")
+        # A customer table kept before the counts existed is counted once, here, under the schema lock.
+        cursor.execute(f"INSERT INTO customer_table_counts ({', '.join(COUNTED)}, subscriptions) "
+                       f"SELECT {', '.join(COUNTED)}, COUNT(*) FROM customer_table "
+                       f"WHERE NOT EXISTS (SELECT 1 FROM customer_table_counts) GROUP BY {', '.join(COUNTED)}")
 
     def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
         mine = [r for r in batch if r.stream_type == "Subscription"]
         if not mine:
             return
         rows = self._load(cursor, {str(r.stream_id) for r in mine})
+        counted_before = {key: _counted(row) for key, row in rows.items()}
         for recorded in mine:
             change = CHANGES.get(recorded.type)
             if change is None:
@@ -105,10 +121,31 @@ class CustomerTable:
             cursor.executemany(f"INSERT INTO customer_table ({', '.join(COLUMNS)}) VALUES "
                                f"({', '.join('?' * len(COLUMNS))}) ON CONFLICT (subscription_id) DO UPDATE SET "
                                f"{assignments}", kept)
+        self._count(cursor, counted_before, rows)
+
+    @staticmethod
+    def _count(cursor: Cursor, before: dict[str, tuple[str, str, str] | None], rows: dict[str, Row | None]) -> None:
+        deltas: Counter[tuple[str, str, str]] = Counter()
+        for key, row in rows.items():
+            was, now = before.get(key), _counted(row)
+            if was != now:
+                if was is not None:
+                    deltas[was] -= 1
+                if now is not None:
+                    deltas[now] += 1
+        changed = [(*counted, delta) for counted, delta in deltas.items() if delta]
+        if changed:
+            cursor.executemany(
+                f"INSERT INTO customer_table_counts AS c ({', '.join(COUNTED)}, subscriptions) VALUES (?, ?, ?, ?) "
+                f"ON CONFLICT ({', '.join(COUNTED)}) DO UPDATE SET "
+                f"subscriptions = c.subscriptions + excluded.subscriptions", changed)
 
     def rows(self, cursor: Cursor) -> Iterable[tuple[Any, ...]]:
         cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM customer_table ORDER BY subscription_id")
-        return [tuple(row) for row in cursor.fetchall()]
+        found = [tuple(row) for row in cursor.fetchall()]
+        cursor.execute(f"SELECT 'count', {', '.join(COUNTED)}, subscriptions FROM customer_table_counts "
+                       f"WHERE subscriptions <> 0 ORDER BY {', '.join(COUNTED)}")
+        return found + [tuple(row) for row in cursor.fetchall()]
 
     @staticmethod
     def _load(cursor: Cursor, keys: set[str]) -> dict[str, Row | None]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ledger.errors import ValidationFailed
 from projections.cursors import CursorSigner
-from projections.store import ViewDatabase
+from projections.store import Cursor, ViewDatabase
 
 SORTABLE = {"customer": "customer_search", "created_at": "created_at", "current_period_end": "current_period_end",
             "current_period_start": "current_period_start", "seats": "seats", "status": "status", "plan": "plan"}
@@ -66,6 +66,16 @@ def listing(*, reseller_org_id: str, status: str | None, plan: str | None, q: st
     return Listing(column, sort.startswith("-"), where, params, query)
 
 
+def _total(read: Cursor, asked: Listing) -> int:
+    """The listing's total: from the view's counts, unless a search narrows it (its rows are then counted)."""
+    if asked.query["q"]:
+        read.execute(f"SELECT COUNT(*) FROM customer_table WHERE {' AND '.join(asked.where)}", asked.params)
+    else:
+        read.execute(f"SELECT COALESCE(SUM(subscriptions), 0) FROM customer_table_counts "
+                     f"WHERE {' AND '.join(asked.where)}", asked.params)
+    return int(read.fetchone()[0])
+
+
 def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, status: str | None = None,
          plan: str | None = None, q: str | None = None, sort: str = "customer", limit: int = 50,
          cursor: str | None = None) -> Page:
@@ -79,8 +89,7 @@ def page(db: ViewDatabase, signer: CursorSigner, *, reseller_org_id: str, status
         page_where, page_params = asked.after(last_value, last_id)
     with db.snapshot() as read:
         if total is None:
-            read.execute(f"SELECT COUNT(*) FROM customer_table WHERE {' AND '.join(where)}", params)
-            total = int(read.fetchone()[0])
+            total = _total(read, asked)
         read.execute(f"SELECT {', '.join(OUT)}, {column} FROM customer_table WHERE {' AND '.join(page_where)} "
                      f"ORDER BY {column} {order}, subscription_id {order} LIMIT ?", [*page_params, limit + 1])
         found = read.fetchall()

@@ -113,6 +113,27 @@ def test_filters_sorts_and_pages(world: InMemoryLedger, location: ViewLocation) 
     side.close()
 
 
+def test_a_customer_table_kept_before_its_counts_is_counted_once_when_its_follower_starts(
+        world: InMemoryLedger, location: ViewLocation, tmp_path: Path) -> None:
+    ids = [org(world, name, seats) for seats, name in enumerate(["Acme", "Beta", "Gamma"], start=1)]
+    world.ledger.cancel("org_1", ids[1], actor=ADMIN)
+    side = read_side(world, location)
+    with side.db(customer_table.NAME).transaction() as cursor:
+        cursor.execute("DROP TABLE customer_table_counts")  # as a deployment of the previous version has it
+    side.close()
+
+    upgraded = read_side(world, location)
+    assert (table(upgraded).total, table(upgraded, status="canceled").total, table(upgraded, plan="pro").total) == (
+        3, 1, 3)
+    org(world, "Delta")
+    world.ledger.cancel("org_1", ids[0], actor=ADMIN)
+    upgraded.catch_up()
+    assert (table(upgraded).total, table(upgraded, status="canceled").total, table(upgraded, status="active").total
+            ) == (4, 2, 2)
+    assert all(v.equal for v in replay(upgraded, ViewLocation(folder=tmp_path / "fresh")))
+    upgraded.close()
+
+
 class Fussy(CustomerTable):
     """A customer table that chokes on one subscription, like a bug in a projection would."""
 
@@ -262,6 +283,11 @@ def test_summary_cards_equal_an_aggregation_of_the_table_and_of_a_replay(tmp_pat
     aggregated = summary.Cards(len(rows), sum(r["status"] != "canceled" for r in rows),
                                sum(r["status"] == "canceled" for r in rows), sum(r["seats"] for r in rows))
     assert summary.cards(side.db(summary.NAME), "org_1") == aggregated
+    for status in (None, *queries.STATUSES):
+        for plan in (None, "pro", "enterprise"):
+            expected = sum((status is None or r["status"] == status) and (plan is None or r["plan"] == plan)
+                           for r in rows)
+            assert table(side, status=status, plan=plan).total == expected, (status, plan)
     live = [world.ledger.subscription("org_1", s) for s in subscriptions]
     alive = [s for s in live if s.status != "expired"]
     assert aggregated == summary.Cards(len(alive), sum(s.status != "canceled" for s in alive),
