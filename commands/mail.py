@@ -46,10 +46,11 @@ class Mailer(Protocol):
 
 @dataclass(frozen=True)
 class SmtpMailer(Mailer):
-    """One SMTP conversation per handover, one mail transaction per message in it. ``smtp://`` upgrades
-    to TLS with STARTTLS when the server offers it (``starttls="require"`` refuses to go on without it);
-    ``smtps://`` speaks TLS from the first byte. Credentials in the URL log in after the upgrade; without
-    ``starttls=require`` they may cross an unencrypted connection if the server offers no STARTTLS."""
+    """One SMTP conversation per handover (a new one if it breaks), one mail transaction per message in
+    it. ``smtp://`` upgrades to TLS with STARTTLS when the server offers it (``starttls="require"`` refuses
+    to go on without it); ``smtps://`` speaks TLS from the first byte. Credentials in the URL log in after
+    the upgrade; without ``starttls=require`` they may cross an unencrypted connection if the server offers
+    no STARTTLS."""
 
     host: str
     port: int
@@ -96,28 +97,49 @@ class SmtpMailer(Mailer):
         )
 
     def send_all(self, messages: Sequence[EmailMessage]) -> list[MailUnavailable | None]:
-        if not messages:
-            return []
+        outcomes: list[MailUnavailable | None] = []
+        connection: smtplib.SMTP | None = None
+        try:
+            for message in messages:
+                if connection is None:
+                    opened = self._open()
+                    if isinstance(opened, MailUnavailable):
+                        return outcomes + [opened] * (len(messages) - len(outcomes))
+                    connection = opened
+                try:
+                    outcomes.append(self._deliver(connection, message))
+                except (smtplib.SMTPException, OSError) as error:
+                    # The conversation broke on this message: it failed, and the next ones go in a new
+                    # conversation (a message that always breaks it must not hold back the rest of the batch).
+                    connection.close()
+                    connection = None
+                    outcomes.append(MailUnavailable(f"{self.host}:{self.port} did not take the message: "
+                                                    f"{_describe(error)}"))
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            raise
+        if connection is not None:
+            _quit_quietly(connection)
+        return outcomes
+
+    def _open(self) -> smtplib.SMTP | MailUnavailable:
+        """A conversation ready for mail (connected, upgraded, logged in), or why there is none."""
         try:
             connection = self._connect()
         except (smtplib.SMTPException, OSError) as error:
-            return [MailUnavailable(f"cannot reach {self.host}:{self.port}: {_describe(error)}")] * len(messages)
-        outcomes: list[MailUnavailable | None] = []
+            return MailUnavailable(f"cannot reach {self.host}:{self.port}: {_describe(error)}")
+        if self.username is None:
+            return connection
         try:
-            if self.username is not None:
-                connection.login(self.username, self.password or "")
-            for message in messages:
-                outcomes.append(self._deliver(connection, message))
+            connection.login(self.username, self.password or "")
         except (smtplib.SMTPException, OSError) as error:
-            # The conversation is over: neither this message nor the ones after it were taken.
             connection.close()
-            lost = MailUnavailable(f"{self.host}:{self.port} did not take the message: {_describe(error)}")
-            return outcomes + [lost] * (len(messages) - len(outcomes))
+            return MailUnavailable(f"{self.host}:{self.port} did not accept the login: {_describe(error)}")
         except BaseException:
             connection.close()
             raise
-        _quit_quietly(connection)
-        return outcomes
+        return connection
 
     def _connect(self) -> smtplib.SMTP:
         context = self.tls_context or ssl.create_default_context()
@@ -138,10 +160,12 @@ class SmtpMailer(Mailer):
 
     def _deliver(self, connection: smtplib.SMTP, message: EmailMessage) -> MailUnavailable | None:
         """Whether the server took one message. A refusal of this message leaves the conversation open
-        for the next (smtplib resets the mail transaction); a broken conversation is raised."""
+        for the next (smtplib resets the mail transaction, or refuses a message it cannot send before
+        starting one); a broken conversation is raised."""
         try:
             refused = connection.send_message(message)
-        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError,
+                smtplib.SMTPNotSupportedError) as error:
             return MailUnavailable(f"{self.host}:{self.port} did not take the message: {_describe(error)}")
         if refused:
             return MailUnavailable(f"{self.host}:{self.port} did not take the message: "
@@ -172,12 +196,20 @@ class MboxMailer(Mailer):
         self._folder_made = False
 
     def send_all(self, messages: Sequence[EmailMessage]) -> list[MailUnavailable | None]:
-        if not messages:
-            return []
-        # Appended at the end under an exclusive lock, as mbox writers do; ``mailbox.mbox.add`` would
-        # read the whole file first, each time.
+        # A message that cannot be written out fails alone; the others are appended at the end under an
+        # exclusive lock, as mbox writers do (``mailbox.mbox.add`` would read the whole file first, each time).
         stamp = f"From MAILER-DAEMON {time.asctime(time.gmtime())}\n".encode()
-        entries = [stamp + _flattened(message).rstrip(b"\n") + b"\n" for message in messages]
+        outcomes: list[MailUnavailable | None] = []
+        entries = []
+        for message in messages:
+            try:
+                entries.append(stamp + _flattened(message).rstrip(b"\n") + b"\n")
+            except Exception as error:  # the email generator's, on this message alone (it does no I/O)
+                outcomes.append(MailUnavailable(f"the message cannot be written: {_describe(error)}"))
+            else:
+                outcomes.append(None)
+        if not entries:
+            return outcomes
         with self._guard:
             try:
                 if not self._folder_made:  # once (again after a failure): it took ms a message on a loaded disk
@@ -193,8 +225,9 @@ class MboxMailer(Mailer):
                         fcntl.flock(box, fcntl.LOCK_UN)
             except OSError as error:
                 self._folder_made = False
-                return [MailUnavailable(f"cannot append to {self.path}: {_describe(error)}")] * len(messages)
-        return [None] * len(messages)
+                unwritable = MailUnavailable(f"cannot append to {self.path}: {_describe(error)}")
+                return [outcome or unwritable for outcome in outcomes]
+        return outcomes
 
     def __repr__(self) -> str:
         return f"MboxMailer({str(self.path)!r})"

@@ -8,9 +8,10 @@ happened; a failed delivery goes back to pending with a backoff, and a row found
 after a grace period (its sender died mid-delivery) is delivered again.
 
 That leaves one window nothing can close: the server has accepted the messages but the sender dies
-before ``sent`` is recorded. The messages of that batch are then sent a second time. It is the same message: its
-Message-ID is derived from the invitation id alone (``<invitation-id@invitations.reseller-ledger>``),
-so mail systems and the people reading them can recognise a resend as a duplicate.
+before ``sent`` is recorded. The messages of that batch are then sent a second time, each the same
+message as before: its Message-ID is derived from the invitation id alone
+(``<invitation-id@invitations.reseller-ledger>``), so mail systems and the people reading them can
+recognise a resend as a duplicate.
 """
 
 from __future__ import annotations

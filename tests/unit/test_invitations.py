@@ -392,6 +392,25 @@ def test_the_outbox_file_takes_messages_from_many_threads_at_once(tmp_path: Path
         box.close()
 
 
+def test_a_message_the_outbox_file_cannot_take_fails_alone(tmp_path: Path) -> None:
+    mailer = MboxMailer(tmp_path / "outbox.mbox")
+    good, bad, also_good = EmailMessage(), EmailMessage(), EmailMessage()
+    for message, subject in ((good, "first"), (bad, "second"), (also_good, "third")):
+        message["Subject"] = subject
+        message.set_content("hello")
+    bad.set_payload(12345)  # content the email generator cannot write out
+
+    outcomes = mailer.send_all([good, bad, also_good])
+
+    assert [outcome is None for outcome in outcomes] == [True, False, True]
+    assert "cannot be written" in str(outcomes[1])
+    box = mailbox.mbox(tmp_path / "outbox.mbox")
+    try:
+        assert [m["Subject"] for m in box] == ["first", "third"]
+    finally:
+        box.close()
+
+
 def test_an_outbox_file_that_cannot_be_written_is_unavailable_mail(tmp_path: Path) -> None:
     (tmp_path / "not-a-folder").write_text("")
     with pytest.raises(MailUnavailable, match="cannot append"):
