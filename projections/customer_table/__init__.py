@@ -93,10 +93,12 @@ class CustomerTable:
         cursor.execute("""CREATE TABLE IF NOT EXISTS customer_table_counts (
             reseller_org_id TEXT NOT NULL, status TEXT NOT NULL, plan TEXT NOT NULL, subscriptions INTEGER NOT NULL,
             PRIMARY KEY (reseller_org_id, status, plan))""")
-        # A customer table kept before the counts existed is counted once, here, under the schema lock.
-        cursor.execute(f"INSERT INTO customer_table_counts ({', '.join(COUNTED)}, subscriptions) "
-                       f"SELECT {', '.join(COUNTED)}, COUNT(*) FROM customer_table "
-                       f"WHERE NOT EXISTS (SELECT 1 FROM customer_table_counts) GROUP BY {', '.join(COUNTED)}")
+        # A customer table kept before the counts existed is counted once, here, under the schema lock. (Asked
+        # first, on its own: SQLite would otherwise read the whole table at every start to find it has nothing to do.)
+        cursor.execute("SELECT 1 FROM customer_table_counts LIMIT 1")
+        if cursor.fetchone() is None:
+            cursor.execute(f"INSERT INTO customer_table_counts ({', '.join(COUNTED)}, subscriptions) "
+                           f"SELECT {', '.join(COUNTED)}, COUNT(*) FROM customer_table GROUP BY {', '.join(COUNTED)}")
 
     def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
         mine = [r for r in batch if r.stream_type == "Subscription"]

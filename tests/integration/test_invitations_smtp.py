@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from commands.mail import Mailer, MailUnavailable, SmtpMailer
 from ledger.subscription import Order
-from projections.invitations import PENDING, SENDING, SENT, Invitations, invitation_id_for
+from projections.invitations import PENDING, SENDING, SENT, Delivery, Invitations, invitation_id_for
 from projections.invitations.sender import INTERRUPTED, InvitationSender, RetryPolicy, message_id
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
 from tests.invitations_support import create, follow, rows_of
@@ -151,6 +151,17 @@ class ProcessDied(BaseException):
     """Stands for the process being killed: nothing in the sender may catch it."""
 
 
+def invite(world: InMemoryLedger, views: ViewDatabase, addresses: list[str]) -> None:
+    """A Plus subscription for each address, in this order, and their invitations in the outbox."""
+    for address in addresses:
+        create(world, Order("plus", "monthly", end_user_email=address, display_name="Someone"))
+    follow(world, views)
+
+
+def deliveries_by_recipient(views: ViewDatabase) -> dict[str, Delivery]:
+    return {r.invitation.recipient: r.delivery for r in rows_of(views)}
+
+
 def sender(db: ViewDatabase, url: str, world: InMemoryLedger, **tls: Any) -> InvitationSender:
     return InvitationSender(db, SmtpMailer.from_url(url, timeout=5, **tls), world.clock, from_address=FROM)
 
@@ -246,10 +257,7 @@ def test_starttls_required_but_not_offered_sends_nothing_in_the_clear() -> None:
 
 def test_a_batch_goes_in_one_conversation_and_a_refused_recipient_does_not_hold_back_the_others(
         world: InMemoryLedger, views: SQLiteViews) -> None:
-    addresses = ["ada@example.com", "nobody@example.com", "grace@example.com"]
-    subscriptions = [create(world, Order("plus", "monthly", end_user_email=address, display_name="Someone"))
-                     for address in addresses]
-    follow(world, views)
+    invite(world, views, ["ada@example.com", "nobody@example.com", "grace@example.com"])
 
     with smtp_server() as (inbox, port):
         inbox.unknown_recipients.add("nobody@example.com")
@@ -257,26 +265,24 @@ def test_a_batch_goes_in_one_conversation_and_a_refused_recipient_does_not_hold_
 
     assert [r.rcpt_tos for r in inbox.received] == [["ada@example.com"], ["grace@example.com"]]
     assert inbox.conversations == 1
-    ada, nobody, grace = (next(r for r in rows_of(views) if r.invitation.subscription_id == str(s))
-                          for s in subscriptions)
-    assert (ada.delivery.state, grace.delivery.state) == (SENT, SENT)
-    assert (nobody.delivery.state, nobody.delivery.attempts) == (PENDING, 1)
-    assert "550" in (nobody.delivery.last_error or "") and "No such user" in (nobody.delivery.last_error or "")
+    rows = deliveries_by_recipient(views)
+    assert (rows["ada@example.com"].state, rows["grace@example.com"].state) == (SENT, SENT)
+    nobody = rows["nobody@example.com"]
+    assert (nobody.state, nobody.attempts) == (PENDING, 1)
+    assert "550" in (nobody.last_error or "") and "No such user" in (nobody.last_error or "")
 
 
 def test_a_message_that_breaks_the_conversation_fails_alone_and_the_rest_go_in_a_new_one(
         world: InMemoryLedger, views: SQLiteViews) -> None:
     addresses = ["ada@example.com", "grace@example.com", "alan@example.com"]
-    for address in addresses:
-        create(world, Order("plus", "monthly", end_user_email=address, display_name="Someone"))
-    follow(world, views)
+    invite(world, views, addresses)
 
     with smtp_server() as (inbox, port):
         inbox.hang_up_on.add("grace@example.com")
         assert sender(views, f"smtp://127.0.0.1:{port}", world).send_due() == 2
         assert [r.rcpt_tos for r in inbox.received] == [["ada@example.com"], ["alan@example.com"]]
         assert inbox.conversations == 2
-        rows = {r.invitation.recipient: r.delivery for r in rows_of(views)}
+        rows = deliveries_by_recipient(views)
         assert (rows["grace@example.com"].state, rows["grace@example.com"].attempts) == (PENDING, 1)
         assert "did not take the message" in (rows["grace@example.com"].last_error or "")
 
