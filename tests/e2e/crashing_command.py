@@ -75,7 +75,10 @@ def run(command: str, services: Any, subscription_id: str | None, key: str | Non
         ledger.run_due(UUID(subscription_id))
     else:
         assert subscription_id is not None
-        ledger.run_due_batch([UUID(subscription_id)])
+        # As the scheduler does: a subscription the batch found locked (here, possibly still by the session of
+        # a process just killed, until PostgreSQL notices) is renewed alone, waiting for its lock.
+        for busy in ledger.run_due_batch([UUID(subscription_id)]).busy:
+            ledger.run_due(busy)
 
 
 def main(argv: list[str]) -> int:
