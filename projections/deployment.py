@@ -70,6 +70,8 @@ class ReadSide:
         while True:
             head = self.log.head()
             if not feed(self.log, followers, self.batch_size, until={f.name: head for f in followers}):
+                for follower in followers:
+                    follower.index_if_caught_up(head)
                 return
 
     def start(self, *, poll_seconds: float = 0.25) -> None:

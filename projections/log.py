@@ -47,6 +47,11 @@ class Recorded:
     def version(self) -> int:
         return self.event.originator_version
 
+    @cached_property  # asked by several projections of every event in a rebuild
+    def stream_key(self) -> str:
+        """The stream's id as the views store it."""
+        return str(self.event.originator_id)
+
     @cached_property  # asked by every projection of every event in a rebuild
     def type(self) -> str:
         return events.type_name(self.event)
@@ -62,7 +67,7 @@ class Recorded:
         """The documented, stable export format of one event (see docs/event-export.md)."""
         return {
             "position": self.position,
-            "stream_id": str(self.stream_id),
+            "stream_id": self.stream_key,
             "stream_type": self.stream_type,
             "version": self.version,
             "type": self.type,

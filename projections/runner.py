@@ -38,7 +38,12 @@ class Projection(Protocol):
     streams: frozenset[str] | None
     """The kinds of stream whose events it reads (the log decodes no others for it), or None for every kind."""
 
-    def create_tables(self, cursor: Cursor) -> None: ...
+    def create_tables(self, cursor: Cursor) -> None:
+        """Its tables, and the indexes its own writes and the pollers of its rows (senders, the scheduler) read."""
+
+    def create_indexes(self, cursor: Cursor) -> None:
+        """The indexes only its readers' queries use. A view filled from the start of the log gets them once it
+        reaches the head (see ``Follower``)."""
 
     def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
         """Change the rows for these events. Raise ``UnhandledEvent`` for an event it cannot handle."""
@@ -70,6 +75,12 @@ class Follower:
         with db.schema_change() as cursor:
             create_positions_table(cursor)
             projection.create_tables(cursor)
+            # An empty view (a new deployment, a rebuild) is filled without the indexes of its queries, which
+            # are then built once, at the head of the log: kept up row by row they made a rebuild about a
+            # fifth slower. A replay's fresh views, compared and dropped, never need them.
+            self.indexed = position_of(cursor, self.name) > 0
+            if self.indexed:
+                projection.create_indexes(cursor)
 
     @property
     def name(self) -> str:
@@ -91,8 +102,17 @@ class Follower:
                 continue
             # Nothing applied: caught up, or another follower of this view got there first (a
             # position conflict), in which case read on from where it left the view.
-            if self.position() >= (until if until is not None else self.log.head()):
+            target = until if until is not None else self.log.head()
+            if self.position() >= target:
+                self.index_if_caught_up(target)
                 return processed
+
+    def index_if_caught_up(self, head: int) -> None:
+        """Build the indexes of the view's queries if they wait for it to reach ``head`` (within a batch) and it has."""
+        if not self.indexed and self.position() >= head - self.batch_size:
+            with self.db.schema_change() as cursor:
+                self.projection.create_indexes(cursor)
+            self.indexed = True
 
     def process_batch(self, until: int | None = None) -> int:
         before = self.position()
@@ -239,7 +259,12 @@ class FollowersThread(threading.Thread):
     def _round(self) -> int:
         now = time.monotonic()
         active = [f for f in self.followers if self._paused_until.get(f.name, 0.0) <= now]
-        return sum(feed(self.log, active, self.batch_size, guard=self._guarded).values())
+        done = sum(feed(self.log, active, self.batch_size, guard=self._guarded).values())
+        if unindexed := [f for f in active if not f.indexed]:
+            head = self.log.head()
+            for follower in unindexed:
+                follower.index_if_caught_up(head)
+        return done
 
     def _guarded(self, follower: Follower, work: Callable[[], int]) -> int:
         try:

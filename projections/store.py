@@ -282,7 +282,14 @@ def advance_position(cursor: Cursor, projection: str, before: int, after: int) -
 
 
 def select_by_keys(cursor: Cursor, select_where_key_in: str, keys: Iterable[str], chunk: int = 500) -> list[Any]:
-    """Rows for many keys, a chunk of keys per query: ``select_where_key_in`` ends with ``WHERE key IN``."""
+    """Rows for many keys, a chunk of keys per query: ``select_where_key_in`` ends with ``WHERE key IN``. On
+    PostgreSQL, one query over an array of them: psycopg parses anew each query of over 50 parameters, and
+    a rebuild spent a tenth of its time there."""
+    if isinstance(cursor, _PostgresCursor):
+        if not (wanted := list(keys)):
+            return []
+        cursor.execute(f"{select_where_key_in.removesuffix('IN')}= ANY(?)", (wanted,))
+        return cursor.fetchall()
     ordered, rows = sorted(keys), []
     for start in range(0, len(ordered), chunk):
         part = ordered[start:start + chunk]

@@ -95,6 +95,8 @@ class BillingDocuments:
         cursor.execute("""CREATE TABLE IF NOT EXISTS billing_refunds (
             refund_reference TEXT PRIMARY KEY, invoice_id TEXT NOT NULL, amount_cents BIGINT NOT NULL,
             reason TEXT NOT NULL, refunded_at TEXT NOT NULL)""")
+
+    def create_indexes(self, cursor: Cursor) -> None:
         # The portal pages a reseller's documents newest first (optionally of one subscription); finance
         # reads a period; webhooks find a document by its payment.
         cursor.execute("CREATE INDEX IF NOT EXISTS billing_documents_by_reseller "
@@ -113,10 +115,10 @@ class BillingDocuments:
         mine = [r for r in batch if r.stream_type == "Invoice"]
         if not mine:
             return
-        documents = self._load(cursor, {str(r.stream_id) for r in mine})
+        documents = self._load(cursor, {r.stream_key for r in mine})
         refunds: list[Refund] = []
         for recorded in mine:
-            key, e = str(recorded.stream_id), recorded.event
+            key, e = recorded.stream_key, recorded.event
             if recorded.type == ISSUED:
                 if key in documents:
                     raise UnhandledEvent(f"invoice {key} was issued twice")

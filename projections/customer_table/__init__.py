@@ -87,9 +87,6 @@ class CustomerTable:
             billing_cycle TEXT NOT NULL, status TEXT NOT NULL, seats INTEGER NOT NULL, pending_seats INTEGER,
             canceled INTEGER NOT NULL, past_due INTEGER NOT NULL, current_period_start TEXT NOT NULL,
             current_period_end TEXT NOT NULL, created_at TEXT NOT NULL)""")
-        for column in ("customer_search", "created_at", "current_period_end", "seats", "status", "plan"):
-            cursor.execute(f"CREATE INDEX IF NOT EXISTS customer_table_by_{column} "
-                           f"ON customer_table (reseller_org_id, {column}, subscription_id)")
         cursor.execute("""CREATE TABLE IF NOT EXISTS customer_table_counts (
             reseller_org_id TEXT NOT NULL, status TEXT NOT NULL, plan TEXT NOT NULL, subscriptions INTEGER NOT NULL,
             PRIMARY KEY (reseller_org_id, status, plan))""")
@@ -100,17 +97,22 @@ class CustomerTable:
             cursor.execute(f"INSERT INTO customer_table_counts ({', '.join(COUNTED)}, subscriptions) "
                            f"SELECT {', '.join(COUNTED)}, COUNT(*) FROM customer_table GROUP BY {', '.join(COUNTED)}")
 
+    def create_indexes(self, cursor: Cursor) -> None:
+        for column in ("customer_search", "created_at", "current_period_end", "seats", "status", "plan"):
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS customer_table_by_{column} "
+                           f"ON customer_table (reseller_org_id, {column}, subscription_id)")
+
     def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
         mine = [r for r in batch if r.stream_type == "Subscription"]
         if not mine:
             return
-        rows = self._load(cursor, {str(r.stream_id) for r in mine})
+        rows = self._load(cursor, {r.stream_key for r in mine})
         counted_before = {key: _counted(row) for key, row in rows.items()}
         for recorded in mine:
             change = CHANGES.get(recorded.type)
             if change is None:
                 raise UnhandledEvent(f"the customer table does not know {recorded.type} events")
-            key = str(recorded.stream_id)
+            key = recorded.stream_key
             if rows.get(key) is None and recorded.type != "SubscriptionCreated":
                 raise UnhandledEvent(f"no row for subscription {key}: its creation was never seen")
             rows[key] = change(rows.get(key), recorded.event)

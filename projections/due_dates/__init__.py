@@ -42,15 +42,18 @@ class DueDates:
             canceled INTEGER NOT NULL, due_at TEXT NOT NULL)""")
         cursor.execute("CREATE INDEX IF NOT EXISTS due_dates_by_due_at ON due_dates (due_at, subscription_id)")
 
+    def create_indexes(self, cursor: Cursor) -> None:
+        """None to wait for: the scheduler polls by due date even while the view is rebuilt."""
+
     def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
         mine = [r for r in batch if r.stream_type == "Subscription" and r.type not in NO_EFFECT]
         if not mine:
             return
         found = select_by_keys(cursor, "SELECT subscription_id, period_end, next_retry_at, canceled, due_at "
-                                       "FROM due_dates WHERE subscription_id IN", {str(r.stream_id) for r in mine})
+                                       "FROM due_dates WHERE subscription_id IN", {r.stream_key for r in mine})
         dues: dict[str, Due | None] = {row[0]: Due(*row) for row in found}
         for recorded in mine:
-            key, e = str(recorded.stream_id), recorded.event
+            key, e = recorded.stream_key, recorded.event
             due = dues.get(key)
             if recorded.type == "SubscriptionCreated":
                 dues[key] = Due(key, events.iso(e.period_end), None, 0, "").settled()

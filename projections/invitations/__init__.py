@@ -124,6 +124,9 @@ class Invitations:
                        f"WHERE {UNSENT}")
         cursor.execute("DROP INDEX IF EXISTS invitation_outbox_by_state")
 
+    def create_indexes(self, cursor: Cursor) -> None:
+        """None to wait for: the sender polls the unsent invitations even while the view is rebuilt."""
+
     def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
         invitations = []
         for recorded in batch:

@@ -39,6 +39,8 @@ class ResellerEvents:
         cursor.execute("""CREATE TABLE IF NOT EXISTS reseller_events (
             position BIGINT PRIMARY KEY, reseller_org_id TEXT NOT NULL, stream_id TEXT NOT NULL,
             stream_type TEXT NOT NULL, type TEXT NOT NULL)""")
+
+    def create_indexes(self, cursor: Cursor) -> None:
         cursor.execute("CREATE INDEX IF NOT EXISTS reseller_events_by_reseller "
                        "ON reseller_events (reseller_org_id, position)")
         cursor.execute("CREATE INDEX IF NOT EXISTS reseller_events_by_type "
@@ -50,10 +52,10 @@ class ResellerEvents:
             return
         owners = {values[0]: values[1] for values in select_by_keys(
             cursor, "SELECT stream_id, reseller_org_id FROM reseller_streams WHERE stream_id IN",
-            {str(r.stream_id) for r in mine})}
+            {r.stream_key for r in mine})}
         new_streams, rows = [], []
         for recorded in mine:
-            key = str(recorded.stream_id)
+            key = recorded.stream_key
             if key not in owners and (owner := stream_owner(recorded)) is not None:
                 owners[key] = owner
                 new_streams.append((key, owner))

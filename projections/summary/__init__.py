@@ -43,14 +43,17 @@ class Summary:
             reseller_org_id TEXT PRIMARY KEY, total_customers BIGINT NOT NULL, active BIGINT NOT NULL,
             canceled BIGINT NOT NULL, total_seats BIGINT NOT NULL)""")
 
+    def create_indexes(self, cursor: Cursor) -> None:
+        """None: its queries read by primary key."""
+
     def apply(self, cursor: Cursor, batch: list[Recorded]) -> None:
         mine = [r for r in batch if r.stream_type == "Subscription" and r.type not in NO_EFFECT]
         if not mine:
             return
-        members = self._load(cursor, {str(r.stream_id) for r in mine})
+        members = self._load(cursor, {r.stream_key for r in mine})
         deltas: dict[str, list[int]] = {}
         for recorded in mine:
-            key, e = str(recorded.stream_id), recorded.event
+            key, e = recorded.stream_key, recorded.event
             before = members.get(key)
             if recorded.type == "SubscriptionCreated":
                 after: Member | None = Member(e.reseller_org_id, 0, e.seats)

@@ -406,3 +406,55 @@ def test_a_follower_decodes_only_its_streams_events_and_still_reaches_the_head(
     assert decoded and all(topic.startswith("ledger:Subscription.") for topic in decoded)
     assert {r["customer"] for r in table(side).items} == {"One", "Two"}
     side.close()
+
+
+def query_indexes(db: Any) -> set[str]:
+    """The customer table's indexes for its pages (not its primary key's)."""
+    with db.snapshot() as cursor:
+        if db.dialect == "sqlite":
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'customer_table'")
+        else:
+            cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                           "AND tablename = 'customer_table'")
+        return {row[0] for row in cursor.fetchall() if row[0].startswith("customer_table_by_")}
+
+
+def test_a_view_filled_from_the_start_gets_its_query_indexes_at_the_head_and_a_restarted_one_at_once(
+        world: InMemoryLedger, location: ViewLocation) -> None:
+    for i in range(30):
+        org(world, f"Org{i:02}")
+    side = ReadSide(world.app, location, [CustomerTable()], batch_size=7)
+    follower = side.followers[customer_table.NAME]
+    assert query_indexes(follower.db) == set()
+    follower.process_batch()
+    follower.index_if_caught_up(side.log.head())
+    assert query_indexes(follower.db) == set(), "built before the view is near the head"
+    unindexed = table(side, sort="-seats")
+    side.catch_up()
+    assert len(query_indexes(follower.db)) == 6
+    assert 0 < unindexed.total < table(side, sort="-seats").total == 30
+    built = query_indexes(follower.db)
+    with follower.db.transaction() as cursor:
+        for name in built:
+            cursor.execute(f"DROP INDEX {name}")
+    assert query_indexes(follower.db) == set()
+    restarted = Follower(side.log, CustomerTable(), follower.db)
+    assert restarted.indexed and len(query_indexes(follower.db)) == 6
+
+
+def test_the_followers_thread_builds_the_query_indexes_once_its_views_reach_the_head(
+        world: InMemoryLedger, location: ViewLocation) -> None:
+    for i in range(20):
+        org(world, f"Org{i:02}")
+    side = ReadSide(world.app, location, [CustomerTable()], batch_size=7)
+    db = side.followers[customer_table.NAME].db
+    assert query_indexes(db) == set()
+    side.start(poll_seconds=0.01)
+    try:
+        assert side.wait_for(side.log.head(), [customer_table.NAME], timeout=10)
+        deadline = time.monotonic() + 10
+        while len(query_indexes(db)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(query_indexes(db)) == 6
+    finally:
+        side.stop()

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger import events
 from ledger.money import round_cents, tax_on
 from ledger.periods import boundary, period, remaining_fraction, require_instant
 
@@ -87,3 +88,13 @@ def test_instants_are_utc_whole_seconds() -> None:
         require_instant(utc(2026, 1, 1).replace(microsecond=5))
     with pytest.raises(ValueError):
         require_instant(datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=1))))
+
+
+
+OFFSETS = st.one_of(st.just(UTC), st.builds(timezone, st.timedeltas(min_value=timedelta(hours=-23),
+                                                                  max_value=timedelta(hours=23))))
+
+
+@given(st.datetimes(min_value=datetime(1001, 1, 1), max_value=datetime(9998, 12, 31), timezones=OFFSETS))
+def test_an_instant_is_written_to_the_second_in_utc(at: datetime) -> None:
+    assert events.iso(at) == at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
