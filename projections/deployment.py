@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from commands.application import LedgerApplication
@@ -14,7 +15,7 @@ from projections.due_dates import DueDates
 from projections.invitations import Invitations
 from projections.log import EventLog, NewsWaiter
 from projections.reseller_events import ResellerEvents
-from projections.runner import Follower, FollowersThread, Projection, feed
+from projections.runner import BATCH_SIZE, Follower, FollowersThread, Projection, feed
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
 from projections.summary import Summary
 from projections.webhooks import Webhooks
@@ -48,9 +49,16 @@ class ViewLocation:
         self._opened.clear()
 
 
+def views_pool(location: ViewLocation) -> ThreadPoolExecutor | None:
+    """Threads to apply a batch to several views at once, where that pays: on PostgreSQL, whose server works
+    on one view's statements while this process computes another's rows (a replay ran about a quarter
+    faster with two); on SQLite each view's work holds the interpreter, and two threads were no faster."""
+    return ThreadPoolExecutor(2, thread_name_prefix="views") if location.conninfo is not None else None
+
+
 class ReadSide:
     def __init__(self, app: LedgerApplication, location: ViewLocation,
-                 projections: Sequence[Projection] | None = None, *, batch_size: int = 500) -> None:
+                 projections: Sequence[Projection] | None = None, *, batch_size: int = BATCH_SIZE) -> None:
         self.app = app
         self.log = EventLog(app)
         self.location = location
@@ -60,6 +68,7 @@ class ReadSide:
         }
         self._thread: FollowersThread | None = None
         self.batch_size = batch_size
+        self._pool = views_pool(location)
 
     def db(self, name: str) -> ViewDatabase:
         return self.followers[name].db
@@ -69,7 +78,7 @@ class ReadSide:
         followers = list(self.followers.values())
         while True:
             head = self.log.head()
-            if not feed(self.log, followers, self.batch_size, until={f.name: head for f in followers}):
+            if not feed(self.log, followers, self.batch_size, until={f.name: head for f in followers}, pool=self._pool):
                 for follower in followers:
                     follower.index_if_caught_up(head)
                 return
@@ -79,7 +88,7 @@ class ReadSide:
         if self._thread is None:
             self._thread = FollowersThread(self.log, list(self.followers.values()),
                                            NewsWaiter(self.app, self.location.conninfo), batch_size=self.batch_size,
-                                           poll_seconds=poll_seconds)
+                                           poll_seconds=poll_seconds, pool=self._pool)
             self._thread.start()
 
     def stop(self) -> None:
@@ -98,4 +107,6 @@ class ReadSide:
 
     def close(self) -> None:
         self.stop()
+        if self._pool is not None:
+            self._pool.shutdown()
         self.location.close()

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from projections.deployment import ReadSide, ViewLocation
-from projections.runner import Follower, ProjectionStopped, feed
+from projections.deployment import ReadSide, ViewLocation, views_pool
+from projections.runner import BATCH_SIZE, Follower, ProjectionStopped, feed
 from projections.store import position_of
 
 MAX_REPORTED_DIFFERENCES = 20
@@ -51,7 +51,7 @@ class Verdict:
         return "EQUAL" if self.equal else f"DIFFERENT ({self.different_rows} rows)"
 
 
-def replay(live: ReadSide, fresh: ViewLocation, *, batch_size: int = 2000, patience: float = 1.0,
+def replay(live: ReadSide, fresh: ViewLocation, *, batch_size: int = BATCH_SIZE, patience: float = 1.0,
            progress: Callable[[str, int, int], None] | None = None) -> list[Verdict]:
     """One verdict per projection. Followers running elsewhere get the moment they need to reach the head
     of the log (as long as they keep moving, ``patience`` seconds at a time), so a busy ledger can be
@@ -79,9 +79,15 @@ def replay(live: ReadSide, fresh: ViewLocation, *, batch_size: int = 2000, patie
             return 0
 
     target = max(targets.values(), default=0)
-    while any(feed(live.log, list(rebuilt.values()), batch_size, until=targets, guard=contained).values()):
-        if progress:
-            progress("read models", min(min(f.position(), targets[f.name]) for f in rebuilt.values()), target)
+    pool = views_pool(fresh)
+    try:
+        while any(feed(live.log, list(rebuilt.values()), batch_size, until=targets, guard=contained,
+                       pool=pool).values()):
+            if progress:
+                progress("read models", min(min(f.position(), targets[f.name]) for f in rebuilt.values()), target)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     verdicts = []
     for name, follower in rebuilt.items():
         with follower.db.snapshot() as cursor:

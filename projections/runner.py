@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 import psycopg
@@ -26,7 +27,7 @@ from projections.store import (
 
 log = logging.getLogger("ledger.projections")
 
-BATCH_SIZE = 500
+BATCH_SIZE = 2000
 # Failures of the database itself are not the event's fault: they are retried, never blamed on it.
 DATABASE_UNAVAILABLE = (sqlite3.OperationalError, psycopg.OperationalError)
 
@@ -198,10 +199,13 @@ def positions_of_followers(followers: list[Follower]) -> dict[str, int]:
 
 
 def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: Mapping[str, int] | None = None,
-         guard: Callable[[Follower, Callable[[], int]], int] = lambda follower, work: work()) -> dict[str, int]:
+         guard: Callable[[Follower, Callable[[], int]], int] = lambda follower, work: work(),
+         pool: Executor | None = None) -> dict[str, int]:
     """One round for several followers: read the next batch of the log once, from the least advanced of
     them, and give each the events it has not seen yet (up to its ``until``). Returns how many each applied;
-    ``guard`` runs each follower's share (to contain a projection that stops)."""
+    ``guard`` runs each follower's share (to contain a projection that stops), in the ``pool``'s threads if
+    there is one: each view's transaction is its own, so one view's statements run in PostgreSQL while the
+    next view's rows are computed here."""
     positions = positions_of_followers(followers)
     targets = {f.name: (until or {}).get(f.name) for f in followers}
     wanting = [f for f in followers if targets[f.name] is None or positions[f.name] < targets[f.name]]
@@ -221,7 +225,13 @@ def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: M
         return [r for r in batch if positions[f.name] < r.position <= last
                 and (wanted is None or r.stream_type in wanted)], last
 
-    return {f.name: guard(f, lambda f=f: f.take(positions[f.name], *unseen(f))) for f in wanting}
+    def share(f: Follower) -> int:
+        return guard(f, lambda: f.take(positions[f.name], *unseen(f)))
+
+    if pool is None or len(wanting) == 1:
+        return {f.name: share(f) for f in wanting}
+    shares = {f.name: pool.submit(share, f) for f in wanting}
+    return {name: applied.result() for name, applied in shares.items()}
 
 
 class FollowersThread(threading.Thread):
@@ -230,7 +240,7 @@ class FollowersThread(threading.Thread):
     deployment) it resumes by itself; the others go on meanwhile."""
 
     def __init__(self, log_: EventLog, followers: list[Follower], waiter: NewsWaiter, *, batch_size: int = BATCH_SIZE,
-                 poll_seconds: float = 0.25, retry_seconds: float = 30.0) -> None:
+                 poll_seconds: float = 0.25, retry_seconds: float = 30.0, pool: Executor | None = None) -> None:
         super().__init__(name="projections", daemon=True)
         self.log = log_
         self.followers = followers
@@ -238,6 +248,7 @@ class FollowersThread(threading.Thread):
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
+        self.pool = pool
         self.stopping = threading.Event()
         self.errors: dict[str, ProjectionStopped] = {}
         self._paused_until: dict[str, float] = {}
@@ -259,7 +270,7 @@ class FollowersThread(threading.Thread):
     def _round(self) -> int:
         now = time.monotonic()
         active = [f for f in self.followers if self._paused_until.get(f.name, 0.0) <= now]
-        done = sum(feed(self.log, active, self.batch_size, guard=self._guarded).values())
+        done = sum(feed(self.log, active, self.batch_size, guard=self._guarded, pool=self.pool).values())
         if unindexed := [f for f in active if not f.indexed]:
             head = self.log.head()
             for follower in unindexed:

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "Lens <no-reply@lens.example>"
     catalog: Path | None = None
-    projection_batch_size: int = Field(500, ge=1, le=100_000)
+    projection_batch_size: int = Field(2000, ge=1, le=100_000)
     sandbox_data: bool | None = None
     """Seed a sandbox reseller on an empty store. Default: on for the embedded default, off on PostgreSQL."""
     max_body_bytes: int = Field(1_048_576, ge=1)
