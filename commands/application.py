@@ -35,6 +35,9 @@ class LedgerApplication(Application[UUID]):
         self._group_commit = GroupCommit(self._record_events)
         self.news = threading.Condition()
         """Notified after every save in this process, so followers here need not poll."""
+        self.saves = 0
+        """How many saves this process has made (counted under ``news``): a waiter that remembers the count it
+        last saw knows whether a save came while it was not waiting."""
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """On SQLite and PostgreSQL, the recorder also writes the hash chain (commands/chain.py)."""
@@ -83,6 +86,7 @@ class LedgerApplication(Application[UUID]):
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         with self.news:
+            self.saves += 1
             self.news.notify_all()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:

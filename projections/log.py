@@ -141,6 +141,7 @@ class NewsWaiter:
 
     def __init__(self, app: LedgerApplication, conninfo: str | None = None) -> None:
         self._app = app
+        self._seen = app.saves
         self._listener: psycopg.Connection[Any] | None = None
         self._channel: str | None = None
         if conninfo and isinstance(app.recorder, PostgresApplicationRecorder):
@@ -148,6 +149,8 @@ class NewsWaiter:
 
     def listen(self) -> None:
         """Start listening before the first catch-up, so no save between the two goes unnoticed."""
+        with self._app.news:
+            self._seen = self._app.saves
         if self._channel is not None:
             try:
                 self._listen()
@@ -157,7 +160,10 @@ class NewsWaiter:
     def wait(self, timeout: float) -> None:
         if self._channel is None:
             with self._app.news:
-                self._app.news.wait(timeout)
+                # A save made while the caller was catching up has notified nobody: it must not wait for the
+                # next one (that cost a command up to the poll's quarter of a second before its row showed).
+                self._app.news.wait_for(lambda: self._app.saves != self._seen, timeout)
+                self._seen = self._app.saves
             return
         try:
             listener = self._listen()

@@ -18,7 +18,7 @@ from projections import customer_table, summary
 from projections.cursors import CursorSigner
 from projections.customer_table import CustomerTable, queries
 from projections.deployment import ReadSide, ViewLocation
-from projections.log import EventLog
+from projections.log import EventLog, NewsWaiter
 from projections.replay import replay
 from projections.runner import Follower, ProjectionStopped
 from projections.summary import Summary
@@ -458,3 +458,18 @@ def test_the_followers_thread_builds_the_query_indexes_once_its_views_reach_the_
         assert len(query_indexes(db)) == 6
     finally:
         side.stop()
+
+
+def test_a_save_made_while_the_followers_were_busy_wakes_their_next_wait_at_once(world: InMemoryLedger) -> None:
+    waiter = NewsWaiter(world.app)
+    waiter.listen()
+    started = time.monotonic()
+    waiter.wait(0.2)
+    assert time.monotonic() - started >= 0.2, "no save since it listened: it waits its whole timeout"
+    org(world, "Saved while the followers were catching up")
+    started = time.monotonic()
+    waiter.wait(10)
+    assert time.monotonic() - started < 1, "the save was missed: the waiter slept until its timeout"
+    started = time.monotonic()
+    waiter.wait(0.2)
+    assert time.monotonic() - started >= 0.2, "that save, once seen, wakes it no more"
