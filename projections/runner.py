@@ -105,7 +105,8 @@ class Follower:
             # position conflict), in which case read on from where it left the view.
             target = until if until is not None else self.log.head()
             if self.position() >= target:
-                self.index_if_caught_up(target)
+                if until is None:  # at the head of the log, not at an ``until`` short of it
+                    self.index_if_caught_up(target)
                 return processed
 
     def index_if_caught_up(self, head: int) -> None:
