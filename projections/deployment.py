@@ -26,27 +26,35 @@ def all_projections() -> list[Projection]:
             Webhooks()]
 
 
+VIEWS_FILE = "views.sqlite"
+
+
 class ViewLocation:
-    """Where views are kept: SQLite files in a folder (one per view), or one PostgreSQL schema.
-    It owns the connections it opens."""
+    """Where views are kept: one SQLite file in a folder (a round of the followers commits once for all of
+    them), or one PostgreSQL schema. It owns the connections it opens."""
 
     def __init__(self, *, folder: Path | None = None, conninfo: str | None = None, schema: str = "public") -> None:
         if (folder is None) == (conninfo is None):
             raise ValueError("views live either in a folder or in PostgreSQL")
         self.folder, self.conninfo, self.schema = folder, conninfo, schema
-        self._opened: dict[str, ViewDatabase] = {}
+        self._server: PostgresViews | None = None
+        self._file: SQLiteViews | None = None
 
     def open(self, projection_name: str) -> ViewDatabase:
-        key = projection_name if self.folder is not None else ""
-        if key not in self._opened:
-            self._opened[key] = (SQLiteViews(self.folder / f"{projection_name}.sqlite") if self.folder is not None
-                                 else PostgresViews(self.conninfo or "", self.schema))
-        return self._opened[key]
+        if self.folder is None:
+            if self._server is None:
+                self._server = PostgresViews(self.conninfo or "", self.schema)
+            return self._server
+        if self._file is None:
+            self._file = SQLiteViews(self.folder / VIEWS_FILE)
+        self._file.take_in(self.folder / f"{projection_name}.sqlite")  # the file of its own it had before
+        return self._file
 
     def close(self) -> None:
-        for db in self._opened.values():
-            db.close()
-        self._opened.clear()
+        for db in (self._server, self._file):
+            if db is not None:
+                db.close()
+        self._server = self._file = None
 
 
 def views_pool(location: ViewLocation) -> ThreadPoolExecutor | None:

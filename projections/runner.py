@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
+from contextlib import nullcontext
 from typing import Any, Protocol
 
 import psycopg
@@ -206,7 +207,7 @@ def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: M
     them, and give each the events it has not seen yet (up to its ``until``). Returns how many each applied;
     ``guard`` runs each follower's share (to contain a projection that stops), in the ``pool``'s threads if
     there is one: each view's transaction is its own, so one view's statements run in PostgreSQL while the
-    next view's rows are computed here."""
+    next view's rows are computed here. Without a pool, views that share a database share its ``batch``."""
     positions = positions_of_followers(followers)
     targets = {f.name: (until or {}).get(f.name) for f in followers}
     wanting = [f for f in followers if targets[f.name] is None or positions[f.name] < targets[f.name]]
@@ -230,7 +231,9 @@ def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: M
         return guard(f, lambda: f.take(positions[f.name], *unseen(f)))
 
     if pool is None or len(wanting) == 1:
-        return {f.name: share(f) for f in wanting}
+        databases = {id(f.db): f.db for f in wanting}
+        with next(iter(databases.values())).batch() if len(databases) == 1 else nullcontext():
+            return {f.name: share(f) for f in wanting}
     shares = {f.name: pool.submit(share, f) for f in wanting}
     return {name: applied.result() for name, applied in shares.items()}
 

@@ -14,7 +14,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields
 from functools import cache
 from operator import attrgetter
@@ -55,6 +55,11 @@ class ViewDatabase(Protocol):
     def schema_change(self) -> AbstractContextManager[Cursor]:
         """A write transaction for creating tables, one process at a time (see ``schema_lock``)."""
 
+    def batch(self) -> AbstractContextManager[None]:
+        """One commit for the write transactions made in it by this thread, where that saves commits: a round
+        of the followers of every view in one SQLite file commits once, not once per view. Each transaction in
+        it still commits or fails alone (a savepoint); a failure of the database itself fails the batch."""
+
     def close(self) -> None: ...
 
 
@@ -85,6 +90,16 @@ class SQLiteViews:
     def transaction(self, *, rebuildable: bool = False) -> Iterator[Cursor]:
         # No commit here waits for the disk (WAL with synchronous=NORMAL), so nothing is left to relax.
         connection = self._connection()
+        if getattr(self._local, "batched", False):
+            connection.execute("SAVEPOINT view")
+            try:
+                yield connection.cursor()
+            except BaseException:
+                connection.execute("ROLLBACK TO view")
+                connection.execute("RELEASE view")
+                raise
+            connection.execute("RELEASE view")
+            return
         connection.execute("BEGIN IMMEDIATE")
         try:
             yield connection.cursor()
@@ -97,8 +112,48 @@ class SQLiteViews:
         return self.transaction()  # BEGIN IMMEDIATE already admits one writer at a time
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        self._local.batched = True
+        try:
+            yield
+        except sqlite3.Error:
+            connection.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.batched = False
+            # Whatever else stopped the batch (a projection that stopped), its transactions that had finished
+            # are whole (the one it was in rolled back to its savepoint): they commit.
+            if connection.in_transaction:
+                connection.execute("COMMIT")
+
+    def take_in(self, old: Path) -> None:
+        """Move a view kept in a file of its own (every view had one, before they shared a file) into this
+        file: its tables, rows, indexes and position, in one transaction; then remove the old file. The rows of
+        the outboxes carry what was sent already, so they must move: rebuilt, they would send it all again.
+        Several processes may start at once: the move is recorded in the same transaction, and done once."""
+        if not old.exists():
+            return
+        connection = self._connection()
+        connection.execute("ATTACH DATABASE ? AS moving", (str(old),))  # not allowed inside a transaction
+        try:
+            with self.transaction() as cursor:
+                cursor.execute("CREATE TABLE IF NOT EXISTS moved_view_files (name TEXT PRIMARY KEY)")
+                if cursor.execute("SELECT 1 FROM moved_view_files WHERE name = ?", (old.name,)).fetchone() is None:
+                    _copy_attached(cursor, "moving")
+                    cursor.execute("INSERT INTO moved_view_files VALUES (?)", (old.name,))
+        finally:
+            connection.execute("DETACH DATABASE moving")
+        for leftover in (old, old.with_name(f"{old.name}-wal"), old.with_name(f"{old.name}-shm")):
+            leftover.unlink(missing_ok=True)
+
+    @contextmanager
     def snapshot(self) -> Iterator[Cursor]:
         connection = self._connection()
+        if getattr(self._local, "batched", False):
+            yield connection.cursor()  # within a batch: what it wrote so far, which only this thread sees
+            return
         connection.execute("BEGIN")
         try:
             yield connection.cursor()
@@ -111,6 +166,24 @@ class SQLiteViews:
                 connection.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def _copy_attached(cursor: Cursor, schema: str) -> None:
+    """Every table of an attached database, with its rows and indexes, into the main one (positions added to
+    the main one's)."""
+    cursor.execute(_POSITIONS)
+    cursor.execute(f"SELECT type, name, sql FROM {schema}.sqlite_master WHERE sql IS NOT NULL "
+                   f"AND name NOT LIKE 'sqlite%' ORDER BY type = 'index'")
+    for kind, name, sql in cursor.fetchall():
+        if name == "projection_positions":
+            cursor.execute(f"INSERT OR REPLACE INTO projection_positions SELECT * FROM {schema}.{name}")
+        elif kind == "table":
+            cursor.execute(f"DROP TABLE IF EXISTS main.{name}")  # made empty by a start that did not move it
+            cursor.execute(sql)
+            cursor.execute(f"INSERT INTO main.{name} SELECT * FROM {schema}.{name}")
+        elif kind == "index":
+            cursor.execute(f"DROP INDEX IF EXISTS main.{name}")
+            cursor.execute(sql)
 
 
 _INSERT = re.compile(r"INSERT INTO (?P<table>\w+)(?P<alias> AS \w+)?\s+(?:\((?P<columns>[^)]*)\)\s+)?"
@@ -211,6 +284,9 @@ class PostgresViews:
                 # makes this one durable first.
                 cursor.execute("SET LOCAL synchronous_commit = off")
             yield _PostgresCursor(cursor, self._column_types)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()  # each view's transaction stays its own: they run in two threads (views_pool)
 
     @contextmanager
     def schema_change(self) -> Iterator[Cursor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,13 +15,14 @@ from hypothesis import strategies as st
 
 from ledger.errors import DomainError, ValidationFailed
 from ledger.subscription import Order, Subscription
-from projections import customer_table, summary
+from projections import customer_table, invitations, summary
 from projections.cursors import CursorSigner
 from projections.customer_table import CustomerTable, queries
-from projections.deployment import ReadSide, ViewLocation
+from projections.deployment import ReadSide, ViewLocation, all_projections
 from projections.log import EventLog, NewsWaiter
 from projections.replay import replay
 from projections.runner import Follower, ProjectionStopped
+from projections.store import SQLiteViews
 from projections.summary import Summary
 from tests.support import ADMIN, T0, InMemoryLedger, in_memory_ledger, reseller_with_card
 
@@ -473,3 +475,58 @@ def test_a_save_made_while_the_followers_were_busy_wakes_their_next_wait_at_once
     started = time.monotonic()
     waiter.wait(0.2)
     assert time.monotonic() - started >= 0.2, "that save, once seen, wakes it no more"
+
+
+def test_views_kept_each_in_a_file_of_its_own_move_into_the_shared_file_with_their_rows_and_positions(
+        world: InMemoryLedger, tmp_path: Path) -> None:
+    """Before every view shared one SQLite file, each had its own. A deployment upgraded from then keeps its
+    views, outboxes included (an invitation already sent must not go out again), and rebuilds none."""
+    for name in ("One", "Two", "Three"):
+        org(world, name)
+    folder = tmp_path / "views"
+    log = EventLog(world.app)
+    before: dict[str, list[tuple[Any, ...]]] = {}
+    for projection in all_projections():
+        own = SQLiteViews(folder / f"{projection.name}.sqlite")
+        Follower(log, projection, own).catch_up()
+        with own.transaction() as cursor:
+            if projection.name == invitations.NAME:
+                cursor.execute("UPDATE invitation_outbox SET state = 'sent' WHERE recipient = 'admin@two.example'")
+            before[projection.name] = list(projection.rows(cursor))
+        own.close()
+    kept = tmp_path / "invitations.sqlite.kept"
+    shutil.copy(folder / "invitations.sqlite", kept)
+    assert before[invitations.NAME] and before[customer_table.NAME]
+
+    side = ReadSide(world.app, ViewLocation(folder=folder))
+    head = log.head()
+    assert sorted(path.name for path in folder.glob("*.sqlite")) == ["views.sqlite"]
+    for name, follower in side.followers.items():
+        assert follower.position() == head, f"{name} would be rebuilt"
+        with follower.db.snapshot() as cursor:
+            assert list(follower.projection.rows(cursor)) == before[name], name
+    assert {name: follower.indexed for name, follower in side.followers.items()} == dict.fromkeys(side.followers, True)
+    side.close()
+
+    # A start that stopped after the move but before removing the old file moves nothing twice.
+    shutil.copy(kept, folder / "invitations.sqlite")
+    again = ReadSide(world.app, ViewLocation(folder=folder))
+    assert not (folder / "invitations.sqlite").exists()
+    with again.db(invitations.NAME).snapshot() as cursor:
+        assert list(again.followers[invitations.NAME].projection.rows(cursor)) == before[invitations.NAME]
+    again.close()
+
+
+def test_a_round_of_the_followers_commits_once_for_every_view_of_the_shared_file(
+        world: InMemoryLedger, tmp_path: Path) -> None:
+    org(world, "One")
+    side = ReadSide(world.app, ViewLocation(folder=tmp_path / "views"))
+    commits: list[str] = []
+    connection = side.db(customer_table.NAME)._connection()  # type: ignore[attr-defined]
+    connection.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    side.catch_up()
+    connection.set_trace_callback(None)
+    assert len(side.followers) == 8 and all(f.position() == side.log.head() for f in side.followers.values())
+    index_builds = sum(1 for f in side.followers.values() if f.indexed)
+    assert len(commits) == 1 + index_builds, commits  # the round, then each view's page indexes once at the head
+    side.close()
