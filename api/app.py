@@ -36,14 +36,15 @@ stable `code`. Every POST accepts an `Idempotency-Key` header."""
 
 
 def create_app(services: Services, *, close_on_shutdown: bool = False, background: bool = False,
-               settle_charges: bool = False) -> FastAPI:
-    """``background``: run the projections and the scheduler (with charge recovery) in this process, the
-    embedded default. ``settle_charges``: without them, settle the charges a crash left open once at start."""
+               followers_elsewhere: bool = False, settle_charges: bool = False) -> FastAPI:
+    """``background``: run the scheduler (with charge recovery) in this process, and the projections and the
+    outboxes' senders unless they run in another (``followers_elsewhere``: `ledger serve` starts one on SQLite).
+    ``settle_charges``: without the scheduler, settle the charges a crash left open once at start."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if background:
-            services.start_background()
+            services.start_background(followers=not followers_elsewhere, senders=not followers_elsewhere)
         elif settle_charges:
             services.settle_open_charges_soon()
         yield

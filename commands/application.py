@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +38,8 @@ class LedgerApplication(Application[UUID]):
         self.saves = 0
         """How many saves this process has made (counted under ``news``): a waiter that remembers the count it
         last saw knows whether a save came while it was not waiting."""
+        self.on_save: list[Callable[[], None]] = []
+        """Called after every save in this process: tells followers in other processes (see ``NewsWaiter``)."""
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """On SQLite and PostgreSQL, the recorder also writes the hash chain (commands/chain.py)."""
@@ -88,6 +90,8 @@ class LedgerApplication(Application[UUID]):
         with self.news:
             self.saves += 1
             self.news.notify_all()
+        for tell in self.on_save:
+            tell()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -91,12 +91,13 @@ class ReadSide:
                     follower.index_if_caught_up(head)
                 return
 
-    def start(self, *, poll_seconds: float = 0.25) -> None:
-        """Follow the log in a background thread, which reads each batch once for every projection."""
+    def start(self, *, poll_seconds: float = 0.25, news_fd: int | None = None) -> None:
+        """Follow the log in a background thread, which reads each batch once for every projection (woken by
+        ``news_fd`` too, if given: see ``NewsWaiter``)."""
         if self._thread is None:
             self._thread = FollowersThread(self.log, list(self.followers.values()),
-                                           NewsWaiter(self.app, self.location.conninfo), batch_size=self.batch_size,
-                                           poll_seconds=poll_seconds, pool=self._pool)
+                                           NewsWaiter(self.app, self.location.conninfo, news_fd),
+                                           batch_size=self.batch_size, poll_seconds=poll_seconds, pool=self._pool)
             self._thread.start()
 
     def stop(self) -> None:

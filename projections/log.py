@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import select
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -137,13 +139,18 @@ class EventLog:
 
 class NewsWaiter:
     """Waits for new events: saves in this process wake it at once; on PostgreSQL, so do other
-    processes' saves (LISTEN on the events table's channel); otherwise it times out and the caller polls."""
+    processes' saves (LISTEN on the events table's channel); on SQLite, so do the saves of the process that
+    started this one and hands it ``news_fd``, a pipe it writes a byte to after each save (see
+    ``NewsPipe``); otherwise it times out and the caller polls."""
 
-    def __init__(self, app: LedgerApplication, conninfo: str | None = None) -> None:
+    def __init__(self, app: LedgerApplication, conninfo: str | None = None, news_fd: int | None = None) -> None:
         self._app = app
         self._seen = app.saves
         self._listener: psycopg.Connection[Any] | None = None
         self._channel: str | None = None
+        self._news_fd = news_fd
+        if news_fd is not None:
+            os.set_blocking(news_fd, False)
         if conninfo and isinstance(app.recorder, PostgresApplicationRecorder):
             self._conninfo, self._channel = conninfo, app.recorder.channel_name
 
@@ -158,6 +165,9 @@ class NewsWaiter:
                 log.warning("cannot listen for new events (%s); polling instead", error)
 
     def wait(self, timeout: float) -> None:
+        if self._news_fd is not None:
+            self._wait_on_pipe(self._news_fd, timeout)
+            return
         if self._channel is None:
             with self._app.news:
                 # A save made while the caller was catching up has notified nobody: it must not wait for the
@@ -172,6 +182,19 @@ class NewsWaiter:
         except psycopg.Error as error:
             log.warning("listening for new events failed (%s); polling instead", error)
             self.close()
+
+    def _wait_on_pipe(self, fd: int, timeout: float) -> None:
+        # Bytes written while the caller was catching up wait in the pipe: they wake this wait at once.
+        readable, _, _ = select.select([fd], [], [], timeout)
+        if not readable:
+            return
+        try:
+            news = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not news:  # the writer is gone (its process ended): poll from now on
+            os.close(fd)
+            self._news_fd = None
 
     def _listen(self) -> psycopg.Connection[Any]:
         if self._listener is None or self._listener.closed:

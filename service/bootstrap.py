@@ -79,18 +79,21 @@ class Services:
         one pass of charge recovery, in the background so that serving does not wait for the processor."""
         threading.Thread(target=self.recovery.run, name="charge-recovery", daemon=True).start()
 
-    def start_background(self, *, scheduler: bool = True, followers: bool = True) -> None:
-        """Keep the read models following the log, and the scheduler running (with its metrics served when
-        ``scheduler_metrics_port`` is set) and the outboxes sending, in this process. The senders run beside the
-        scheduler, not the read models: composing and sending a backlog of mail is seconds of CPU, and in the
-        followers' process it held the interpreter lock that each view's next commit waited for."""
+    def start_background(self, *, scheduler: bool = True, followers: bool = True, senders: bool = True,
+                         news_fd: int | None = None) -> None:
+        """Keep the read models following the log (woken by ``news_fd`` too: see ``NewsWaiter``), the scheduler
+        running (with its metrics served when ``scheduler_metrics_port`` is set) and the outboxes sending, in
+        this process. On PostgreSQL the senders run beside the scheduler, not the read models: composing and
+        sending a backlog of mail is seconds of CPU, and in the followers' process it held the interpreter lock
+        that each view's next commit waited for."""
         if followers:
-            self.read_side.start()
-        if scheduler:
+            self.read_side.start(news_fd=news_fd)
+        if senders:
             self._threads.append(SenderThread(self.invitations))
             if self.webhooks is not None:
                 self._threads.append(WebhookSenderThread(self.webhooks,
                                                          concurrency=self.settings.webhooks_concurrency))
+        if scheduler:
             self._threads.append(SchedulerThread(self.scheduler, self.recovery))
             port = self.settings.scheduler_metrics_port
             if port is not None and self.metrics_server is None:

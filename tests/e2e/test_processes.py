@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -180,3 +182,60 @@ def test_a_subscriptions_life_over_http_on_the_sandbox_clock(service_env: dict[s
         assert types.count("Renewed") == 12 and types.count("RenewalPaymentFailed") == 4 and types[-1] == "Expired"
     with serving(env) as (base, _):  # the sandbox clock survives a restart
         assert httpx.get(f"{base}/v1/sandbox/clock", headers=admin).json()["now"] > start
+
+
+def children_of(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(child) for child in found]
+
+
+def wait_until(check: Any, seconds: float = 20) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s")
+        time.sleep(0.05)
+    return found
+
+
+def test_the_embedded_default_follows_the_log_in_a_process_it_restarts_and_that_ends_with_it(
+        tmp_path: Path) -> None:
+    env = {"LEDGER_DATA_DIR": str(tmp_path / "data"), "LEDGER_SANDBOX_DATA": "false", "LEDGER_CLOCK": "system"}
+    assert run("support", "enable-reseller", "org_kids", "--name", "Kids", env=env).returncode == 0
+    admin = token(env, "--org", "org_kids")
+    with serving(env, output=tmp_path / "serve.log") as (base, server):
+        [followers] = wait_until(lambda: children_of(server.pid))
+        billing = httpx.put(f"{base}/v1/resellers/org_kids/billing", headers=admin, json={
+            "payment_method": "pm_card_visa", "billing_email": "billing@kids.example", "country": "DE"})
+        assert billing.status_code == 200, billing.text
+
+        def create(name: str) -> None:
+            created = httpx.post(f"{base}/v1/resellers/org_kids/subscriptions", headers=admin, json={
+                "plan": "pro", "billing_cycle": "monthly", "seats": 2, "organization_name": name,
+                "admin_email": f"admin@{name.lower()}.example"})
+            assert created.status_code == 201, created.text
+
+        def customers() -> set[str]:
+            page = httpx.get(f"{base}/v1/resellers/org_kids/subscriptions", headers=admin).json()
+            return {row["customer"] for row in page["items"]}
+
+        lags = []
+        for name in ("Before", "One", "Two", "Three", "Four"):
+            create(name)
+            started_at = time.monotonic()
+            wait_until(lambda name=name: name in customers())
+            lags.append(time.monotonic() - started_at)
+        # Woken by the API's saves, not by its poll of a quarter of a second (which would make the median 125 ms).
+        assert sorted(lags)[2] < 0.1, lags
+        mailbox = tmp_path / "data" / "outbox.mbox"
+        wait_until(lambda: mailbox.exists() and "admin@before.example" in mailbox.read_text())
+
+        os.kill(followers, signal.SIGKILL)
+        [restarted] = wait_until(lambda: [c for c in children_of(server.pid) if c != followers])
+        create("After")
+        wait_until(lambda: "After" in customers())
+        assert "starting it again" in (tmp_path / "serve.log").read_text()
+
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+        wait_until(lambda: subprocess.run(["ps", "-p", str(restarted)], capture_output=True).returncode != 0, 10)

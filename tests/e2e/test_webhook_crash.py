@@ -19,7 +19,7 @@ import pytest
 
 from projections.webhooks import event_id_for
 from tests.e2e.processes import run, serving, started
-from tests.e2e.test_processes import token
+from tests.e2e.test_processes import children_of, token
 from tests.webhook_receiver import receiving, verify
 
 pytestmark = pytest.mark.e2e
@@ -54,8 +54,8 @@ def test_kill_9_of_the_sender_mid_delivery_loses_nothing(service_env: dict[str, 
     log = tmp_path / "processes.log"
     with receiving() as receiver:
         receiver.delay["/hook"] = 0.3
-        # A follower enqueues the deliveries and the sender sends them: both in `ledger serve` on SQLite; on
-        # PostgreSQL the follower in `ledger projections`, the sender in `ledger scheduler`.
+        # A follower enqueues the deliveries and the sender sends them: both in the process that `ledger serve`
+        # starts on SQLite; on PostgreSQL the follower in `ledger projections`, the sender in `ledger scheduler`.
         with background(env, log) as scheduler, serving(env, output=log) as (base, server):
             billing = httpx.put(f"{base}/v1/resellers/{ORG}/billing", headers=admin, json={
                 "payment_method": "pm_card_visa", "billing_email": "billing@hooks.example", "country": "US"})
@@ -70,9 +70,14 @@ def test_kill_9_of_the_sender_mid_delivery_loses_nothing(service_env: dict[str, 
             while receiver.started <= len(receiver.at("/hook")):  # kill while a request is being answered
                 assert time.monotonic() < deadline, "no delivery in flight to interrupt"
                 time.sleep(0.005)
-            sender = scheduler if on_postgres else server
-            os.kill(sender.pid, signal.SIGKILL)
-            sender.wait()
+            if on_postgres:
+                os.kill(scheduler.pid, signal.SIGKILL)
+                scheduler.wait()
+            else:  # the sender's process, then `ledger serve`, before it starts the sender again
+                [sender] = children_of(server.pid)
+                os.kill(sender, signal.SIGKILL)
+                os.kill(server.pid, signal.SIGKILL)
+                server.wait()
             received_at_kill = len(receiver.at("/hook"))
             if on_postgres:  # the API lives on: more events while nobody sends
                 _create(base, admin, 2)
