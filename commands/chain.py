@@ -105,9 +105,13 @@ def link(query: Query, insert_many: InsertMany, events_table: str, position_colu
         first_versions.setdefault(stream_key(stored.originator_id), stored.originator_version)
     wanted = {key: version - 1 for key, version in first_versions.items() if version > 1}  # their predecessors
     if wanted:
+        # A join, which both databases run by the stream index: SQLite ran ``(id, version) IN (VALUES ...)`` as a
+        # scan of the whole chain, on each save of an existing stream (a seat increase at 2,000 subscriptions:
+        # half its time).
         values = ", ".join("(?, ?)" for _ in wanted)
-        rows = query(f"SELECT originator_id, event_hash FROM {chain_table} "
-                     f"WHERE (originator_id, originator_version) IN (VALUES {values})",
+        rows = query(f"SELECT c.originator_id, c.event_hash FROM (VALUES {values}) AS wanted "
+                     f"JOIN {chain_table} AS c ON c.originator_id = wanted.column1 "
+                     f"AND c.originator_version = CAST(wanted.column2 AS BIGINT)",
                      [part for pair in wanted.items() for part in pair])
         streams.update({row[0]: row[1] for row in rows})
     chained = []

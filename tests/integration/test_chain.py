@@ -5,17 +5,20 @@ moved event, in the store and in an export; a log written before the chain is br
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from cli.main import main
-from commands.chain import GENESIS, event_hash
+from commands.chain import CHAIN_TABLE, GENESIS, chain_table_sql, event_hash, link
 from ledger.subscription import Order
 from service.bootstrap import Services, bootstrap
 from service.settings import load_settings
@@ -344,3 +347,30 @@ def test_a_chain_rewritten_after_an_edit_is_caught_by_a_checkpoint(populated: di
     code, verdict = verify_json(capsys)
     assert code == 1 and verdict["failure"]["reason"] == "checkpoint_mismatch", verdict
     assert verdict["failure"]["position"] == store.position_of("LogCheckpointed")
+
+
+def test_chaining_an_event_of_an_existing_stream_looks_its_predecessor_up_by_index_on_sqlite() -> None:
+    """Each save of a stream that has events (a seat increase, a renewal) looks up the hash of its last event:
+    a scan of the whole chain there made every such save slower as the log grew."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE events (position INTEGER PRIMARY KEY)")
+    for statement in chain_table_sql(CHAIN_TABLE):
+        db.execute(statement)
+    plans: list[str] = []
+
+    def query(sql: str, params: Any) -> list[tuple[Any, ...]]:
+        plans.extend(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        return db.execute(sql, params).fetchall()
+
+    def insert_many(sql: str, rows: list[tuple[Any, ...]]) -> None:
+        db.executemany(sql, rows)
+
+    streams = [uuid4() for _ in range(3)]
+    for version in (1, 2):
+        stored = [StoredEvent(stream, version, "ledger:Subscription.SeatsIncreased", b"{}") for stream in streams]
+        start = db.execute(f"SELECT COUNT(*) FROM {CHAIN_TABLE}").fetchone()[0] + 1
+        link(query, insert_many, "events", "position", CHAIN_TABLE, list(range(start, start + 3)), stored)
+    rows = db.execute(f"SELECT originator_version, previous_stream_hash FROM {CHAIN_TABLE} ORDER BY position")
+    assert [(v, h == GENESIS) for v, h in rows] == [(1, True)] * 3 + [(2, False)] * 3  # the predecessors were found
+    full_scans = [plan for plan in plans if plan in (f"SCAN {CHAIN_TABLE}", "SCAN c")]  # not "SCAN ... USING INDEX"
+    assert not full_scans and any(plan.startswith("SEARCH c USING INDEX") for plan in plans), plans
