@@ -15,7 +15,15 @@ from projections.due_dates import DueDates
 from projections.invitations import Invitations
 from projections.log import EventLog, NewsWaiter
 from projections.reseller_events import ResellerEvents
-from projections.runner import BATCH_SIZE, Follower, FollowersThread, Projection, feed
+from projections.runner import (
+    BATCH_SIZE,
+    DATABASE_UNAVAILABLE,
+    Follower,
+    FollowersThread,
+    Projection,
+    feed,
+    stops_of_followers,
+)
 from projections.store import PostgresViews, SQLiteViews, ViewDatabase
 from projections.summary import Summary
 from projections.webhooks import Webhooks
@@ -107,8 +115,14 @@ class ReadSide:
             self._thread = None
 
     def stopped_projections(self) -> dict[str, str]:
-        """The projections that met an event they cannot handle, and why."""
-        return {name: str(error) for name, error in (self._thread.errors if self._thread else {}).items()}
+        """The projections that met an event they cannot handle, and why: as this process's followers found, or
+        as followers in another process noted (`ledger projections`, or the one `ledger serve` starts on SQLite)."""
+        if self._thread is not None:
+            return {name: str(error) for name, error in self._thread.errors.items()}
+        try:
+            return stops_of_followers(list(self.followers.values()))
+        except DATABASE_UNAVAILABLE as error:  # a health check answers, whatever the database does
+            return {"read_models": f"their database cannot be read: {' '.join(str(error).split())[:300]}"}
 
     def wait_for(self, position: int, names: Sequence[str], timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -22,8 +22,10 @@ from projections.store import (
     ViewDatabase,
     advance_position,
     create_positions_table,
+    note_stop,
     position_of,
     positions_of,
+    stops_of,
 )
 
 log = logging.getLogger("ledger.projections")
@@ -200,6 +202,18 @@ def positions_of_followers(followers: list[Follower]) -> dict[str, int]:
     return positions
 
 
+def stops_of_followers(followers: list[Follower]) -> dict[str, str]:
+    """The followers whose views stopped on an event, and why, as noted in their databases."""
+    databases: dict[int, tuple[ViewDatabase, list[str]]] = {}
+    for follower in followers:
+        databases.setdefault(id(follower.db), (follower.db, []))[1].append(follower.name)
+    stops: dict[str, str] = {}
+    for db, names in databases.values():
+        with db.snapshot() as cursor:
+            stops.update(stops_of(cursor, names))
+    return stops
+
+
 def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: Mapping[str, int] | None = None,
          guard: Callable[[Follower, Callable[[], int]], int] = lambda follower, work: work(),
          pool: Executor | None = None) -> dict[str, int]:
@@ -259,6 +273,10 @@ class FollowersThread(threading.Thread):
 
     def run(self) -> None:
         self.waiter.listen()
+        # A stop noted by an earlier run is retried now: noted again if the event still stops the view.
+        for follower in self.followers:
+            with follower.db.transaction() as cursor:
+                note_stop(cursor, follower.name, None)
         while not self.stopping.is_set():
             try:
                 if self._round() == 0:
@@ -287,8 +305,12 @@ class FollowersThread(threading.Thread):
         except ProjectionStopped as stopped:
             if str(self.errors.get(follower.name)) != str(stopped):
                 log.error("%s", stopped)
+                with follower.db.transaction() as cursor:
+                    note_stop(cursor, follower.name, str(stopped))
             self.errors[follower.name] = stopped
             self._paused_until[follower.name] = time.monotonic() + self.retry_seconds
             return 0
-        self.errors.pop(follower.name, None)
+        if self.errors.pop(follower.name, None) is not None:
+            with follower.db.transaction() as cursor:
+                note_stop(cursor, follower.name, None)
         return done

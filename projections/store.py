@@ -28,6 +28,10 @@ _POSITIONS = """CREATE TABLE IF NOT EXISTS projection_positions (
     projection TEXT PRIMARY KEY, position BIGINT NOT NULL)"""
 
 
+_STOPS = """CREATE TABLE IF NOT EXISTS projection_stops (
+    projection TEXT PRIMARY KEY, reason TEXT NOT NULL)"""
+
+
 class PositionConflict(Exception):
     """Another follower already brought the view past this batch."""
 
@@ -329,6 +333,24 @@ def create_schema(connection: psycopg.Connection[Any], schema: str) -> None:
 
 def create_positions_table(cursor: Cursor) -> None:
     cursor.execute(_POSITIONS)
+    cursor.execute(_STOPS)
+
+
+def note_stop(cursor: Cursor, projection: str, reason: str | None) -> None:
+    """Note that the view stopped on an event, and why, for every process to see (the API answers health
+    checks, while its followers may run in another process); None: it goes on again."""
+    if reason is None:
+        cursor.execute("DELETE FROM projection_stops WHERE projection = ?", (projection,))
+    else:
+        cursor.execute("INSERT INTO projection_stops (projection, reason) VALUES (?, ?) "
+                       "ON CONFLICT (projection) DO UPDATE SET reason = excluded.reason", (projection, reason))
+
+
+def stops_of(cursor: Cursor, projections: Sequence[str]) -> dict[str, str]:
+    """The views among these that stopped on an event, and why."""
+    cursor.execute(f"SELECT projection, reason FROM projection_stops WHERE projection IN "
+                   f"({', '.join('?' * len(projections))})", tuple(projections))
+    return {str(name): str(reason) for name, reason in cursor.fetchall()}
 
 
 def position_of(cursor: Cursor, projection: str) -> int:

@@ -8,7 +8,7 @@ Two kinds:
   ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start, each worker writes its counts
   there, and whichever worker answers a scrape adds them all up. A single process counts in memory.
 - read at scrape time from the stores, so every process that answers gives the same figures: the log's head,
-  each read model's position, lag behind the head and whether it stopped (in this process), the scheduler's
+  each read model's position, lag behind the head and whether it stopped (as its followers noted), the scheduler's
   due backlog and the depth of each outbox.
 
 Commands and charges are counted in the process that runs them. In the embedded default that is ``ledger serve``
@@ -171,8 +171,8 @@ class ServiceCollector(Collector):
         lag = GaugeMetricFamily("ledger_read_model_lag_events", "Events each read model is behind the log's head",
                                 labels=["read_model"])
         stopped = GaugeMetricFamily("ledger_read_model_stopped",
-                                    "1 when the read model's follower in this process stopped on an event it "
-                                    "cannot handle", labels=["read_model"])
+                                    "1 when the read model's follower stopped on an event it cannot handle",
+                                    labels=["read_model"])
         halted = read_side.stopped_projections()
         for name, follower in read_side.followers.items():
             try:

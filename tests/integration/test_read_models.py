@@ -387,6 +387,32 @@ def test_health_names_a_stopped_projection_and_why(tmp_path: Path) -> None:
         services.close()
 
 
+def test_a_stop_found_by_followers_in_another_process_is_named_by_this_one_until_it_is_fixed(
+        world: InMemoryLedger, location: ViewLocation) -> None:
+    poisoned = org(world, "Poisoned")
+    world.ledger.change_seats("org_1", poisoned, 5, actor=ADMIN)
+    Fussy.poisoned = {str(poisoned)}
+    try:
+        # The API's read side runs no followers: `ledger projections` (or the process `ledger serve` starts) does.
+        api = ReadSide(world.app, location, [Fussy()])
+        followers = ReadSide(world.app, location, [Fussy()])
+        assert api.stopped_projections() == {}
+        followers.start(poll_seconds=0.05)
+        deadline = time.monotonic() + 10
+        while not api.stopped_projections() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "SeatsIncreased" in api.stopped_projections()[customer_table.NAME]
+        followers.stop()
+        Fussy.poisoned = set()  # the fix is deployed, and the followers' process started again
+        restarted = ReadSide(world.app, location, [Fussy()])
+        restarted.start(poll_seconds=0.05)
+        assert restarted.wait_for(restarted.log.head(), [customer_table.NAME], timeout=10)
+        assert api.stopped_projections() == {}
+        restarted.stop()
+    finally:
+        Fussy.poisoned = set()
+
+
 def test_a_follower_decodes_only_its_streams_events_and_still_reaches_the_head(
         world: InMemoryLedger, location: ViewLocation) -> None:
     org(world, "One")
