@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from contextlib import nullcontext
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 
@@ -29,6 +29,7 @@ from projections.store import (
 )
 
 log = logging.getLogger("ledger.projections")
+T = TypeVar("T")
 
 BATCH_SIZE = 2000
 # Failures of the database itself are not the event's fault: they are retried, never blamed on it.
@@ -192,26 +193,23 @@ class Follower:
 
 def positions_of_followers(followers: list[Follower]) -> dict[str, int]:
     """Every follower's position, with one query per view database (on PostgreSQL all views share one)."""
-    databases: dict[int, tuple[ViewDatabase, list[str]]] = {}
-    for follower in followers:
-        databases.setdefault(id(follower.db), (follower.db, []))[1].append(follower.name)
-    positions: dict[str, int] = {}
-    for db, names in databases.values():
-        with db.snapshot() as cursor:
-            positions.update(positions_of(cursor, names))
-    return positions
+    return _read_per_database(followers, positions_of)
 
 
 def stops_of_followers(followers: list[Follower]) -> dict[str, str]:
     """The followers whose views stopped on an event, and why, as noted in their databases."""
+    return _read_per_database(followers, stops_of)
+
+
+def _read_per_database(followers: list[Follower], read: Callable[[Cursor, list[str]], dict[str, T]]) -> dict[str, T]:
     databases: dict[int, tuple[ViewDatabase, list[str]]] = {}
     for follower in followers:
         databases.setdefault(id(follower.db), (follower.db, []))[1].append(follower.name)
-    stops: dict[str, str] = {}
+    found: dict[str, T] = {}
     for db, names in databases.values():
         with db.snapshot() as cursor:
-            stops.update(stops_of(cursor, names))
-    return stops
+            found.update(read(cursor, names))
+    return found
 
 
 def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: Mapping[str, int] | None = None,
