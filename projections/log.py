@@ -140,8 +140,8 @@ class EventLog:
 class NewsWaiter:
     """Waits for new events: saves in this process wake it at once; on PostgreSQL, so do other
     processes' saves (LISTEN on the events table's channel); on SQLite, so do the saves of the process that
-    started this one and hands it ``news_fd``, a pipe it writes a byte to after each save (see
-    ``NewsPipe``); otherwise it times out and the caller polls."""
+    started this one and hands it ``news_fd``, a pipe it writes a byte to after each save (`ledger serve`'s
+    ``FollowersProcess``), and then only those; otherwise it times out and the caller polls."""
 
     def __init__(self, app: LedgerApplication, conninfo: str | None = None, news_fd: int | None = None) -> None:
         self._app = app
