@@ -10,7 +10,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,17 +44,23 @@ class Options:
     quick: bool
     size: int | None
     """The script's main size (subscriptions, documents) when given, instead of its default."""
+    flags: frozenset[str] = frozenset()
+    """The script's own switches that were given (see ``options``)."""
 
 
-def options(description: str) -> Options:
+def options(description: str, *, flags: Mapping[str, str] | None = None) -> Options:
+    """The common options, and the script's own switches (``flags``: name to help)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--quick", action="store_true", help="small sizes: only checks that the script works")
     parser.add_argument("--size", type=int, help="the script's main size instead of its default (or --quick's)")
+    for flag, explained in (flags or {}).items():
+        parser.add_argument(f"--{flag}", action="store_true", help=explained)
     args = parser.parse_args()
     if args.size is not None and args.size < 1:
         parser.error("--size must be at least 1")
-    return Options(list(BACKENDS) if args.backend == "both" else [args.backend], args.quick, args.size)
+    given = frozenset(flag for flag in flags or {} if getattr(args, flag.replace("-", "_")))
+    return Options(list(BACKENDS) if args.backend == "both" else [args.backend], args.quick, args.size, given)
 
 
 # --- deployments ----------------------------------------------------------------------------------

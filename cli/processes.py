@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -39,6 +40,9 @@ def serve(host: Annotated[str, typer.Option(help="the address to listen on")] = 
     from service import metrics
     from service.bootstrap import bootstrap
 
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again, whose default action would end this
+    # process before the blocks below stop what it started (the read models' process, the metrics directory).
+    signal.signal(signal.SIGTERM, _exit_when_terminated)
     config = settings(data_dir)
     if workers > 1:
         if not config.uses_postgres:
@@ -64,6 +68,10 @@ def serve(host: Annotated[str, typer.Option(help="the address to listen on")] = 
         if followers is not None:
             followers.stop()
     return 0
+
+
+def _exit_when_terminated(*_: object) -> None:
+    raise SystemExit(0)
 
 
 class FollowersProcess:
@@ -187,11 +195,14 @@ def projections(data_dir: DataDir = None,
     stopped"""
     from service.bootstrap import bootstrap
 
+    # Started by `ledger serve`: it ends with it, even when it is killed and cannot stop it. Its end is seen on a
+    # copy of the pipe (the followers close theirs when the writer goes), not by the parent's pid, which may have
+    # changed already by the time this process has started (a server stopped at once).
+    served = os.dup(news_fd) if news_fd is not None else None
     services = bootstrap(settings(data_dir))
     services.start_background(scheduler=False, senders=senders, news_fd=news_fd)
     print(f"following the event log into: {', '.join(services.read_side.followers)}", flush=True)
-    # Started by `ledger serve`: it ends with it, even when it is killed and cannot stop it.
-    return _until_stopped(services, parent=os.getppid() if news_fd is not None else None)
+    return _until_stopped(services, served=served)
 
 
 @exits
@@ -207,16 +218,23 @@ def scheduler(data_dir: DataDir = None) -> int:
     return _until_stopped(services)
 
 
-def _until_stopped(services: Services, *, parent: int | None = None) -> int:
-    """Until a signal to stop, or (given a ``parent``) until that process has ended."""
+def _until_stopped(services: Services, *, served: int | None = None) -> int:
+    """Until a signal to stop, or (given ``served``, the read end of a pipe) until no process holds the pipe's
+    write end any more: the process that wrote to it has ended, however it ended."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    hangup = None
+    if served is not None:
+        hangup = select.poll()
+        hangup.register(served, select.POLLHUP)  # not POLLIN: the followers read the news
     try:
-        while not stop.wait(1.0 if parent is not None else None):
-            if os.getppid() != parent:
+        while not stop.wait(1.0 if hangup is not None else None):
+            if hangup is not None and hangup.poll(0):
                 break
     finally:
         services.close()
+        if served is not None:
+            os.close(served)
     return 0
 

@@ -14,13 +14,59 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from eventsourcing.persistence import IntegrityError, Recording
 
 MAX_BATCH_EVENTS = 2000
 
 Record = Callable[[Sequence[Any]], list[Recording[Any]]]
+
+
+class Job(Protocol):
+    done: bool
+
+
+J = TypeVar("J", bound=Job)
+
+
+class Turns(Generic[J]):
+    """Callers queue jobs; the first to find no batch running leads: it takes a batch from the queue (``take``,
+    by default everything queued) and runs it (``run``, which marks each job done), while the others wait; then
+    one of those still waiting leads the next batch. A lone caller runs its job at once."""
+
+    def __init__(self, run: Callable[[list[J]], None],
+                 take: Callable[[list[J]], list[J]] | None = None) -> None:
+        self._run, self._take = run, take
+        self._turn = threading.Condition()
+        self._queue: list[J] = []
+        self._leading = False
+
+    def submit(self, job: J) -> None:
+        """Returns once ``job`` is done."""
+        with self._turn:
+            self._queue.append(job)
+        while True:
+            with self._turn:
+                while not job.done and self._leading:
+                    self._turn.wait()
+                if job.done:
+                    return
+                self._leading = True
+                if self._take is None:
+                    batch, self._queue = self._queue, []
+                else:
+                    batch = self._take(self._queue)
+            try:
+                self._run(batch)
+            finally:
+                with self._turn:
+                    self._leading = False
+                    self._turn.notify_all()
+
+    def queued(self) -> int:
+        with self._turn:
+            return len(self._queue)
 
 
 @dataclass
@@ -35,33 +81,23 @@ class GroupCommit:
     def __init__(self, record: Record, *, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
         self._record = record
         self._max_batch_events = max_batch_events
-        self._turn = threading.Condition()
-        self._queue: list[_Save] = []
-        self._leading = False
+        self._turns: Turns[_Save] = Turns(self._commit, self._take_batch)
 
     def save(self, events: list[Any]) -> list[Recording[Any]]:
         save = _Save(events)
-        with self._turn:
-            self._queue.append(save)
-        while True:
-            with self._turn:
-                while not save.done and self._leading:
-                    self._turn.wait()
-                if save.done:
-                    return self._answer(save)
-                self._leading = True
-                batch = self._take_batch()
-            try:
-                self._commit(batch)
-            finally:
-                with self._turn:
-                    self._leading = False
-                    self._turn.notify_all()
+        self._turns.submit(save)
+        if save.error is not None:
+            raise save.error
+        return save.recordings
 
-    def _take_batch(self) -> list[_Save]:
+    def queued(self) -> int:
+        """How many saves wait for their turn."""
+        return self._turns.queued()
+
+    def _take_batch(self, queue: list[_Save]) -> list[_Save]:
         batch, size = [], 0
-        while self._queue and (not batch or size + len(self._queue[0].events) <= self._max_batch_events):
-            save = self._queue.pop(0)
+        while queue and (not batch or size + len(queue[0].events) <= self._max_batch_events):
+            save = queue.pop(0)
             batch.append(save)
             size += len(save.events)
         return batch
@@ -88,9 +124,3 @@ class GroupCommit:
             except BaseException as error:
                 save.error = error
             save.done = True
-
-    @staticmethod
-    def _answer(save: _Save) -> list[Recording[Any]]:
-        if save.error is not None:
-            raise save.error
-        return save.recordings

@@ -332,7 +332,8 @@ def upgrade(raw: RawLog, *, batch: int = BATCH) -> Upgrade:
         after = first = last = chained = 0
         while rows := raw.read_events(query, after, batch):
             stored = [StoredEvent(originator_id=r[1], originator_version=r[2], topic=r[3], state=r[4]) for r in rows]
-            link(query, insert_many, raw.events, raw.position, raw.chain, [r[0] for r in rows], stored)
+            link(query, insert_many, raw.events, raw.position, raw.chain, [r[0] for r in rows], stored,
+                 arrays=raw.dialect == "postgres")
             first, last, chained, after = first or rows[0][0], rows[-1][0], chained + len(rows), rows[-1][0]
     if not chained:
         return Upgrade(0, 0, 0, "nothing to do: the log is empty")

@@ -11,15 +11,18 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from commands.group_commit import Turns
 from commands.ports import Clock, ProcessorCharge, ProcessorRefund
 from ledger.errors import InvalidState, PaymentDeclined, ValidationFailed
 from ledger.reseller import CardOnFile
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class SimulatedGateway:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._commits = _GroupCommit(self._db, self._guard)
 
     # --- the port -----------------------------------------------------------------------------
 
@@ -89,24 +93,29 @@ class SimulatedGateway:
             )
         if card.refused_when_saved:
             raise PaymentDeclined("Your card was declined.", card.refused_when_saved)
-        with self._transaction() as db:
-            if customer is None:
-                customer = self._replay(db, idempotency_key, _canonical(["customer", reseller_org_id]))
-            if customer is None:
-                customer = _new_id("cus_sim")
-                db.execute("INSERT INTO customers VALUES (?, ?, ?, NULL)", (customer, reseller_org_id, billing_email))
+
+        def record_card(db: sqlite3.Connection) -> tuple[str, str]:
+            owner = customer if customer is not None else self._replay(
+                db, idempotency_key, _canonical(["customer", reseller_org_id]))
+            if owner is None:
+                owner = _new_id("cus_sim")
+                db.execute("INSERT INTO customers VALUES (?, ?, ?, NULL)", (owner, reseller_org_id, billing_email))
                 db.execute("INSERT INTO idempotency VALUES (?, ?, ?)",
-                           (idempotency_key, _canonical(["customer", reseller_org_id]), customer))
+                           (idempotency_key, _canonical(["customer", reseller_org_id]), owner))
             method_id = _new_id("pm_sim")
-            db.execute("INSERT INTO payment_methods VALUES (?, ?, ?)", (method_id, customer, payment_method))
+            db.execute("INSERT INTO payment_methods VALUES (?, ?, ?)", (method_id, owner, payment_method))
             db.execute("UPDATE customers SET email = ?, default_payment_method = ? WHERE id = ?",
-                       (billing_email, method_id, customer))
+                       (billing_email, method_id, owner))
+            return owner, method_id
+
+        customer, method_id = self._commits.run(record_card)
         return CardOnFile(customer, method_id, card.brand, card.last4, *TEST_CARD_EXPIRY)
 
     def charge(self, *, customer: str, payment_method: str, amount_cents: int, currency: str,
                idempotency_key: str, metadata: Mapping[str, str]) -> str:
         request = _canonical(["charge", customer, payment_method, amount_cents, currency, dict(metadata)])
-        with self._transaction() as db:
+
+        def record_charge(db: sqlite3.Connection) -> tuple[str, str, str | None]:
             replayed = self._replay(db, idempotency_key, request)
             if replayed is None:
                 row = db.execute("SELECT test_card FROM payment_methods WHERE id = ? AND customer = ?",
@@ -119,8 +128,10 @@ class SimulatedGateway:
                            (replayed, customer, payment_method, amount_cents, currency.lower(),
                             "failed" if decline else "succeeded", decline, self._now(), _canonical(metadata)))
                 db.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (idempotency_key, request, replayed))
-            status, decline = db.execute("SELECT status, decline_code FROM charges WHERE id = ?",
+            return replayed, *db.execute("SELECT status, decline_code FROM charges WHERE id = ?",
                                          (replayed,)).fetchone()
+
+        replayed, status, decline = self._commits.run(record_charge)
         if status != "succeeded":
             raise PaymentDeclined("Your card was declined.", decline)
         return replayed
@@ -136,7 +147,8 @@ class SimulatedGateway:
     def refund(self, *, payment_reference: str, amount_cents: int, idempotency_key: str,
                metadata: Mapping[str, str]) -> str:
         request = _canonical(["refund", payment_reference, amount_cents, dict(metadata)])
-        with self._transaction() as db:
+
+        def record_refund(db: sqlite3.Connection) -> str:
             replayed = self._replay(db, idempotency_key, request)
             if replayed is not None:
                 return replayed
@@ -151,7 +163,9 @@ class SimulatedGateway:
             db.execute("INSERT INTO refunds VALUES (?, ?, ?, ?, ?)",
                        (refund_id, payment_reference, amount_cents, self._now(), _canonical(metadata)))
             db.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (idempotency_key, request, refund_id))
-        return refund_id
+            return refund_id
+
+        return self._commits.run(record_refund)
 
     def list_charges(self, *, created_from: datetime, created_to: datetime) -> list[ProcessorCharge]:
         with self._guard:
@@ -177,9 +191,6 @@ class SimulatedGateway:
 
     # --- inside -------------------------------------------------------------------------------
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._guard)
-
     @staticmethod
     def _replay(db: sqlite3.Connection, key: str, request: str) -> str | None:
         row = db.execute("SELECT request, object_id FROM idempotency WHERE key = ?", (key,)).fetchone()
@@ -194,20 +205,52 @@ class SimulatedGateway:
         return _iso(self._clock.now())
 
 
-class _Transaction:
+@dataclass
+class _Work:
+    run: Callable[[sqlite3.Connection], Any]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _GroupCommit:
+    """Concurrent changes share one durable commit, as at a processor's own database: the leader of a batch (see
+    ``Turns``) runs every change queued until then, each in a savepoint of its own (its error rolls back its
+    change alone), commits them once and tells each caller its own result; a commit that fails fails them all.
+    Nobody hears of a change before it is on disk."""
+
     def __init__(self, db: sqlite3.Connection, guard: threading.Lock) -> None:
         self._db, self._guard = db, guard
+        self.turns: Turns[_Work] = Turns(self._commit)
 
-    def __enter__(self) -> sqlite3.Connection:
-        self._guard.acquire()
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db
+    def run(self, change: Callable[[sqlite3.Connection], T]) -> T:
+        work = _Work(change)
+        self.turns.submit(work)
+        if work.error is not None:
+            raise work.error
+        return work.result  # type: ignore[no-any-return]
 
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        try:
-            self._db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self._guard.release()
+    def _commit(self, batch: list[_Work]) -> None:
+        with self._guard:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for work in batch:
+                    self._db.execute("SAVEPOINT change")
+                    try:
+                        work.result = work.run(self._db)
+                    except Exception as error:
+                        self._db.execute("ROLLBACK TO change")
+                        work.error = error
+                    self._db.execute("RELEASE change")
+                self._db.execute("COMMIT")
+            except BaseException as error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                for work in batch:
+                    work.result, work.error = None, error
+            finally:
+                for work in batch:
+                    work.done = True
 
 
 def _new_id(prefix: str) -> str:

@@ -161,12 +161,13 @@ def test_an_intent_left_open_by_a_crash_is_resumed_by_the_next_batch_and_charged
         world.ledger.run_due_batch(subs)
     world.ledger.gateway = real
     assert [types(world.ledger, sub_id) for sub_id in subs] == [["SubscriptionCreated"]] * 2
-    assert len(world.gateway.list_charges(**EVER)) == 2 + 1  # one renewal was taken, not recorded
+    # The batch's charges are in flight together: the one that died, and perhaps the other, were taken, not recorded.
+    assert len(world.gateway.list_charges(**EVER)) - 2 in (1, 2)
 
     batch = world.ledger.run_due_batch(subs)
 
     assert sorted(batch.changed) == sorted(subs)
-    assert len(world.gateway.list_charges(**EVER)) == 2 + 2  # the taken one was found, not taken again
+    assert len(world.gateway.list_charges(**EVER)) == 2 + 2  # what was taken was found, not taken again
     charges = [world.ledger.app.repository.get(Charge.id_for(sub_id, 1, RENEWAL)) for sub_id in subs]
     assert [(charge.attempt, charge.state) for charge in charges] == [(1, COMPLETED)] * 2  # resumed, not retried
 

@@ -67,7 +67,7 @@ def run_concurrently(saves: list[Any], group: GroupCommit, store: GatedStore) ->
     rest = [threading.Thread(target=save, args=(i,)) for i in range(1, len(saves))]
     for thread in rest:
         thread.start()
-    while len(group._queue) < len(rest):  # every later save is queued behind the held commit
+    while group.queued() < len(rest):  # every later save is queued behind the held commit
         threading.Event().wait(0.01)
     store.release.set()
     for thread in [first, *rest]:
