@@ -2,7 +2,8 @@
 `run_due` charging the simulated gateway (or, with --localstripe, the Stripe adapter against localstripe on
 loopback), on a sandbox clock moved to the common period end.
 
-    python bench/renewals.py [--backend sqlite|postgres|both] [--quick] [--size SUBSCRIPTIONS] [--localstripe]
+    python bench/renewals.py [--backend sqlite|postgres|both] [--quick] [--size SUBSCRIPTIONS]
+                             [--localstripe [--far-stripe]]
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from tests import localstripe_server
 
 SUBSCRIPTIONS, QUICK_SUBSCRIPTIONS = 100_000, 2_000
 READ_BATCH = 5_000
+FAR_STRIPE = 0.1
+"""Seconds added to each localstripe answer with --far-stripe: an internet round trip and a remote processor's
+own work (a real charge's takes longer)."""
 
 
 def renewed_since(services: Services, position: int) -> int:
@@ -35,12 +39,13 @@ def renewed_since(services: Services, position: int) -> int:
 
 
 @contextmanager
-def processor(localstripe: bool) -> Iterator[dict[str, str]]:
-    """The deployment's settings for its payment processor: the simulated one, or localstripe started here."""
+def processor(localstripe: bool, latency: float) -> Iterator[dict[str, str]]:
+    """The deployment's settings for its payment processor: the simulated one, or localstripe started here
+    (answering each request ``latency`` seconds later)."""
     if not localstripe:
         yield {}
         return
-    server = localstripe_server.start()
+    server = localstripe_server.start(latency_seconds=latency)
     try:
         yield {"LEDGER_PAYMENTS": "stripe", "LEDGER_STRIPE_SECRET_KEY": "sk_test_bench",
                "LEDGER_STRIPE_API_BASE": server.url}
@@ -48,9 +53,12 @@ def processor(localstripe: bool) -> Iterator[dict[str, str]]:
         server.stop()
 
 
-def renewals(backend: str, subscriptions: int, localstripe: bool) -> None:
-    mode = "run_due, SDK -> localstripe" if localstripe else "scheduler.run_due, simulated"
-    with processor(localstripe) as settings, common.deployment(backend, LEDGER_CLOCK="sandbox", **settings) as services:
+def renewals(backend: str, subscriptions: int, localstripe: bool, latency: float) -> None:
+    mode = "scheduler.run_due, simulated"
+    if localstripe:
+        mode = f"run_due, localstripe +{latency * 1000:.0f} ms" if latency else "run_due, SDK -> localstripe"
+    with (processor(localstripe, latency) as settings,
+          common.deployment(backend, LEDGER_CLOCK="sandbox", **settings) as services):
         clock = services.clock
         assert isinstance(clock, SandboxClock)
         created_at = clock.now()
@@ -79,11 +87,14 @@ def renewals(backend: str, subscriptions: int, localstripe: bool) -> None:
 
 def main() -> int:
     options = common.options(__doc__ or "", flags={
-        "localstripe": "charge through the Stripe adapter against localstripe (slow: use a --size of a few hundred)"})
+        "localstripe": "charge through the Stripe adapter against localstripe (slow: use a --size of a few hundred)",
+        "far-stripe": f"with --localstripe, each request answered {FAR_STRIPE * 1000:.0f} ms later, for a round trip "
+                      "to a remote processor"})
     subscriptions = options.size or (QUICK_SUBSCRIPTIONS if options.quick else SUBSCRIPTIONS)
     common.header(f"renewals of {subscriptions} subscriptions due at once{' (quick sizes)' if options.quick else ''}")
     for backend in options.backends:
-        renewals(backend, subscriptions, "localstripe" in options.flags)
+        renewals(backend, subscriptions, "localstripe" in options.flags,
+                 FAR_STRIPE if "far-stripe" in options.flags else 0.0)
     return 0
 
 

@@ -15,13 +15,22 @@ from dataclasses import dataclass
 
 # The child binds port 0 itself and reports the port it got, so two runs never race for a port.
 _CHILD = """
+import asyncio
 import os
 import socket
+import sys
 from aiohttp import web
 from localstripe import resources
 from localstripe.server import app
 
 resources.Store.dump_to_disk = lambda self: None
+latency = float(sys.argv[1])
+if latency:
+    @web.middleware
+    async def far_away(request, handler):
+        await asyncio.sleep(latency)
+        return await handler(request)
+    app.middlewares.append(far_away)
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.bind(("127.0.0.1", 0))
 print(sock.getsockname()[1], flush=True)
@@ -52,8 +61,11 @@ class LocalStripe:
             self.process.stdout.close()
 
 
-def start(timeout_seconds: float = 20) -> LocalStripe:
-    process = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True)
+def start(timeout_seconds: float = 20, *, latency_seconds: float = 0.0) -> LocalStripe:
+    """localstripe, answering each request ``latency_seconds`` later than it would (a benchmark's stand-in for
+    the round trip to Stripe; the requests wait side by side, as at a remote server)."""
+    process = subprocess.Popen([sys.executable, "-c", _CHILD, str(latency_seconds)], stdout=subprocess.PIPE,
+                               text=True)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
