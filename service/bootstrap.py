@@ -87,7 +87,7 @@ class Services:
         sending a backlog of mail is seconds of CPU, and in the followers' process it held the interpreter lock
         that each view's next commit waited for."""
         if followers:
-            self.read_side.start(news_fd=news_fd)
+            self.read_side.start(poll_seconds=self.settings.projection_poll_seconds, news_fd=news_fd)
         if senders:
             self._threads.append(SenderThread(self.invitations))
             if self.webhooks is not None:

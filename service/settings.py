@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     mail_from: str = "Lens <no-reply@lens.example>"
     catalog: Path | None = None
     projection_batch_size: int = Field(2000, ge=1, le=100_000)
+    projection_poll_seconds: float = Field(0.25, gt=0, le=3600)
+    """How often the read models look for new events when nothing woke them (a save in their process, a pipe from
+    ``ledger serve``, PostgreSQL's LISTEN): a missed or lost notice costs at most this much lag."""
     sandbox_data: bool | None = None
     """Seed a sandbox reseller on an empty store. Default: on for the embedded default, off on PostgreSQL."""
     max_body_bytes: int = Field(1_048_576, ge=1)
