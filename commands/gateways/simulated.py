@@ -108,8 +108,8 @@ class SimulatedGateway:
                        (billing_email, method_id, owner))
             return owner, method_id
 
-        customer, method_id = self._commits.run(record_card)
-        return CardOnFile(customer, method_id, card.brand, card.last4, *TEST_CARD_EXPIRY)
+        owner, method_id = self._commits.run(record_card)
+        return CardOnFile(owner, method_id, card.brand, card.last4, *TEST_CARD_EXPIRY)
 
     def charge(self, *, customer: str, payment_method: str, amount_cents: int, currency: str,
                idempotency_key: str, metadata: Mapping[str, str]) -> str:
