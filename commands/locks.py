@@ -95,13 +95,13 @@ class PostgresAdvisoryLocks:
                 return
             connection = held.enter_context(self._session())
             keys = {_key(name): name for name in local}
-            rows = connection.execute("SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k)",
+            rows = connection.execute("SELECT k FROM unnest(%b::bigint[]) AS k WHERE pg_try_advisory_lock(k)",
                                       (list(keys),)).fetchall()
             taken = [row[0] for row in rows]
             try:
                 yield [keys[key] for key in taken]
             finally:
-                connection.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", (taken,))
+                connection.execute("SELECT pg_advisory_unlock(k) FROM unnest(%b::bigint[]) AS k", (taken,))
 
     @contextmanager
     def _session(self) -> Iterator[psycopg.Connection[Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -28,6 +29,8 @@ log = logging.getLogger("ledger.scheduler")
 SCAN = 500
 BATCH = 250
 """Subscriptions handled together: their charge intents saved in one transaction, their outcomes in another."""
+BATCHES_AT_ONCE = 2
+"""Batches in flight together: while one waits on the processor and on its commits, another computes."""
 
 
 class NoProgress(RuntimeError):
@@ -72,8 +75,10 @@ class Scheduler:
         """Run what is due for these, in batches (one that another change holds alone, once it is free); returns
         why those not handled were not."""
         failures: dict[UUID, Exception] = {}
-        for start in range(0, len(subscription_ids), self.batch):
-            batch = self.ledger.run_due_batch(subscription_ids[start:start + self.batch], actor=actor)
+        parts = [subscription_ids[start:start + self.batch] for start in range(0, len(subscription_ids), self.batch)]
+        with ThreadPoolExecutor(max(1, min(BATCHES_AT_ONCE, len(parts))), thread_name_prefix="due-batch") as running:
+            batches = list(running.map(lambda part: self.ledger.run_due_batch(part, actor=actor), parts))
+        for batch in batches:
             ran.changes += len(batch.changed)
             failures.update(batch.failed)
             for subscription_id in batch.busy:
