@@ -94,14 +94,14 @@ class SimulatedGateway:
         if card.refused_when_saved:
             raise PaymentDeclined("Your card was declined.", card.refused_when_saved)
 
+        request = _canonical(["customer", reseller_org_id])
+
         def record_card(db: sqlite3.Connection) -> tuple[str, str]:
-            owner = customer if customer is not None else self._replay(
-                db, idempotency_key, _canonical(["customer", reseller_org_id]))
+            owner = customer if customer is not None else self._replay(db, idempotency_key, request)
             if owner is None:
                 owner = _new_id("cus_sim")
                 db.execute("INSERT INTO customers VALUES (?, ?, ?, NULL)", (owner, reseller_org_id, billing_email))
-                db.execute("INSERT INTO idempotency VALUES (?, ?, ?)",
-                           (idempotency_key, _canonical(["customer", reseller_org_id]), owner))
+                db.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (idempotency_key, request, owner))
             method_id = _new_id("pm_sim")
             db.execute("INSERT INTO payment_methods VALUES (?, ?, ?)", (method_id, owner, payment_method))
             db.execute("UPDATE customers SET email = ?, default_payment_method = ? WHERE id = ?",
