@@ -6,7 +6,8 @@ import os
 import signal
 import subprocess
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,15 @@ def _populate(env: dict[str, str], subscriptions: int) -> int:
         services.close()
 
 
-def _positions(env: dict[str, str]) -> dict[str, int]:
+@contextmanager
+def _positions_of(env: dict[str, str]) -> Iterator[Callable[[], dict[str, int]]]:
+    """The read models' positions, read as often as asked through one service of the deployment (bootstrapped,
+    and so its tables made, before the projections process starts: a bootstrap per probe took longer than
+    a whole catch-up on a fast machine)."""
     overrides = {key.removeprefix("LEDGER_").lower(): value for key, value in env.items()}
     services = bootstrap(load_settings(**overrides))
     try:
-        return {name: follower.position() for name, follower in services.read_side.followers.items()}
+        yield lambda: {name: follower.position() for name, follower in services.read_side.followers.items()}
     finally:
         services.close()
 
@@ -118,24 +123,22 @@ def test_killing_the_projections_mid_batch_ends_with_tables_equal_to_a_replay(se
     def running(process: subprocess.Popen[str]) -> None:
         assert process.poll() is None, f"ledger projections exited:\n{output.read_text()}"
 
-    with started("projections", env=env, output=output) as process:
-        deadline = time.monotonic() + 60
-        # Each probe bootstraps a service, creating tables as the projections process starts: the schema lock
-        # keeps them apart (it was flaky without, on PostgreSQL: "tuple concurrently updated").
-        while not 0 < min(_positions(env).values()) < head:
-            running(process)
-            assert time.monotonic() < deadline, "the projections never got going"
-            time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    at_kill = _positions(env)
-    assert min(at_kill.values()) < head
-    with started("projections", env=env, output=output) as process:
-        deadline = time.monotonic() + 120
-        while min(_positions(env).values()) < head:
-            running(process)
-            assert time.monotonic() < deadline, f"the projections did not catch up: {_positions(env)}"
-            time.sleep(0.1)
+    with _positions_of(env) as positions:
+        with started("projections", env=env, output=output) as process:
+            deadline = time.monotonic() + 60
+            while not 0 < min(positions().values()) < head:
+                running(process)
+                assert time.monotonic() < deadline, f"the projections never got going: {positions()}"
+                time.sleep(0.005)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert min(positions().values()) < head
+        with started("projections", env=env, output=output) as process:
+            deadline = time.monotonic() + 120
+            while min(positions().values()) < head:
+                running(process)
+                assert time.monotonic() < deadline, f"the projections did not catch up: {positions()}"
+                time.sleep(0.1)
     audit = run("replay", "--quiet", env=service_env, timeout=300)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "every read model equals a replay" in audit.stdout
