@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -24,6 +23,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from commands.application import LedgerApplication
+from commands.at_once import map_at_once
 from commands.errors import ConcurrentChange, Forbidden, NotFound, QuoteStale, VersionMismatch
 from commands.idempotency import IdempotencyKey, IdempotentRequest
 from commands.ports import Clock, Locks, PaymentGateway
@@ -475,10 +475,8 @@ class Ledger:
     def _run_all_planned(self, plans: list[_PlannedRenewal], result: DueBatch) -> list[_PlannedRenewal | None]:
         """Each planned renewal run, several at once, in the plans' order (each has its own aggregates; they
         share their resellers, which renewing only reads)."""
-        if len(plans) < 2:
-            return [self._run_planned(plan, result) for plan in plans]
-        with ThreadPoolExecutor(min(CHARGES_AT_ONCE, len(plans)), thread_name_prefix="renewal") as charging:
-            return list(charging.map(lambda plan: self._run_planned(plan, result), plans))
+        return map_at_once(lambda plan: self._run_planned(plan, result), plans, at_most=CHARGES_AT_ONCE,
+                           name="renewal")
 
     def _run_planned(self, plan: _PlannedRenewal, result: DueBatch) -> _PlannedRenewal | None:
         """Charge one planned renewal (its intent recorded) and record its outcome on the aggregates."""

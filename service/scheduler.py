@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from commands.at_once import map_at_once
 from commands.checkpoints import record_checkpoint
 from commands.clocks import SANDBOX_CLOCK, SandboxClock
 from commands.handlers import SCHEDULER, Ledger
@@ -76,8 +76,8 @@ class Scheduler:
         why those not handled were not."""
         failures: dict[UUID, Exception] = {}
         parts = [subscription_ids[start:start + self.batch] for start in range(0, len(subscription_ids), self.batch)]
-        with ThreadPoolExecutor(max(1, min(BATCHES_AT_ONCE, len(parts))), thread_name_prefix="due-batch") as running:
-            batches = list(running.map(lambda part: self.ledger.run_due_batch(part, actor=actor), parts))
+        batches = map_at_once(lambda part: self.ledger.run_due_batch(part, actor=actor), parts,
+                              at_most=BATCHES_AT_ONCE, name="due-batch")
         for batch in batches:
             ran.changes += len(batch.changed)
             failures.update(batch.failed)
