@@ -13,23 +13,24 @@ processes are killed. tests/e2e/test_crash_load.py runs the same with small numb
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import threading
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if sys.path[0] == str(ROOT / "bench"):  # run as a script: the project, not bench/ (bench/http.py shadows `http`)
+    sys.path[0] = str(ROOT)
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
 
 from bench.common import ledger_env, options  # noqa: E402
 from commands.recovery import ChargeRecovery  # noqa: E402
