@@ -61,10 +61,16 @@ class ThreadLocks:
             self._locks[name] = (lock, users - 1)
 
 
+SESSIONS = 16
+"""Connections per process for the advisory locks. A command keeps its thread's connection from its first lock to
+its last release, so this caps the commands of one process that run at once: with 4, sixteen HTTP clients made
+117 creates/s and with 16, 174-197 (bench/README.md). Connections are opened as concurrent commands need them."""
+
+
 class PostgresAdvisoryLocks:
     """Named locks across processes: PostgreSQL session advisory locks, behind the in-process ones."""
 
-    def __init__(self, conninfo: str, *, wait_seconds: float = 10.0, pool_size: int = 4) -> None:
+    def __init__(self, conninfo: str, *, wait_seconds: float = 10.0, pool_size: int = SESSIONS) -> None:
         self._local = ThreadLocks()
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, name="ledger-locks",
                                     kwargs={"autocommit": True,
