@@ -1,6 +1,6 @@
 """The ledger over HTTP against a bare endpoint (issue 10, goal 1), side by side in one run.
 
-    .venv/bin/python bench/http.py [--seconds S] [--workers 1,2] [--clients 1,4,16] [--quick]
+    .venv/bin/python bench/http.py [--seconds S] [--workers 1,2] [--clients 1,4,16] [--ledger sqlite] [--quick]
 
 For each worker count (1, then 2) it starts, as real processes on loopback sockets, with the same uvicorn
 keywords (``api.server.uvicorn_options``) and worker count:
@@ -9,7 +9,9 @@ keywords (``api.server.uvicorn_options``) and worker count:
   pydantic model and INSERTs one row into PostgreSQL through a psycopg pool, and one that UPDATEs that row's
   seats by id;
 - the ledger on PostgreSQL: ``ledger serve --workers N`` beside ``ledger projections`` and ``ledger
-  scheduler``, simulated processor, a fresh schema (dropped at the end).
+  scheduler``, simulated processor, a fresh schema (dropped at the end); with ``--ledger sqlite``, the
+  embedded default instead (goal 3): ``ledger serve`` alone (one worker: it starts its own followers' process),
+  SQLite files in a temporary data dir.
 
 Then 1, 4 and 16 client threads (one keep-alive ``http.client`` connection each) send creates, then seat
 increases (+1 on subscriptions that client created), to each app in turn for ``--seconds`` each, after a
@@ -17,13 +19,14 @@ short warm-up. It prints requests/s, p50 and p99 latency, non-2xx answers (the l
 script exits 1 otherwise), and the ratio ledger/bare of requests/s; the machine's load average at start and
 end. The clients run in this process, on the same cores as the servers and the database. "cpu ms" is the
 CPU time per request of the serving processes ("+follow": of the ledger's followers; the database's and the
-clients' are not counted), which depends less than the rates on what else the machine runs.
+clients' are not counted; on the embedded default the followers' process that ``serve`` starts is in its process
+group, so counted with the server), which depends less than the rates on what else the machine runs.
 
-Live lag (goal 6): while the ledger's creates are measured, a watcher thread polls the customer table in
-PostgreSQL (one indexed query for every create not seen yet, every millisecond) and times each create from
-the client's receiving its answer to its row being there, as a reseller refreshing the portal would see it.
-The clients and the watcher share this process's interpreter lock, so a lag includes that wait too: the
-figures are upper bounds.
+Live lag (goal 6): while the ledger's creates are measured, a watcher thread polls the customer table (in
+PostgreSQL, or the embedded default's view file; one indexed query for every create not seen yet, every
+millisecond) and times each create from the client's receiving its answer to its row being there, as a reseller
+refreshing the portal would see it. The clients and the watcher share this process's interpreter lock, so a lag
+includes that wait too: the figures are upper bounds.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -46,10 +50,12 @@ from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
+from typing import Any  # noqa: E402
 
 import psycopg  # noqa: E402
 
 from bench import common  # noqa: E402
+from projections.deployment import VIEWS_FILE  # noqa: E402
 
 LEDGER = [str(common.ROOT / ".venv" / "bin" / "ledger")]
 BARE = [sys.executable, "-m", "bench.bare_app"]
@@ -265,10 +271,21 @@ def drive(clients: list[Client], operation: Callable[[Client], tuple[int, bytes]
 
 
 class LagWatcher:
-    """Times each create from its answer to its row in the customer table (goal 6), polling PostgreSQL."""
+    """Times each create from its answer to its row in the customer table (goal 6), polling its database."""
 
-    def __init__(self, conninfo: str, schema: str) -> None:
-        self.connection = psycopg.connect(conninfo, autocommit=True, options=f"-c search_path={schema}")
+    def __init__(self, views: tuple[str, str] | Path) -> None:
+        """``views``: PostgreSQL's (conninfo, schema), or the embedded default's view file."""
+        self.connection: Any
+        if isinstance(views, Path):
+            self.connection = sqlite3.connect(f"file:{views}?mode=ro", uri=True, check_same_thread=False)
+            self.query = ("SELECT subscription_id FROM customer_table WHERE subscription_id IN "
+                          "(SELECT value FROM json_each(?))")
+            self.parameter: Callable[[list[str]], object] = json.dumps
+        else:
+            conninfo, schema = views
+            self.connection = psycopg.connect(conninfo, autocommit=True, options=f"-c search_path={schema}")
+            self.query = "SELECT subscription_id FROM customer_table WHERE subscription_id = ANY(%s)"
+            self.parameter = list
         self.pending: dict[str, float] = {}
         self.lags: list[float] = []
         self.guard = threading.Lock()
@@ -289,8 +306,7 @@ class LagWatcher:
             with self.guard:
                 waiting = list(self.pending)
             if waiting:
-                seen = self.connection.execute("SELECT subscription_id FROM customer_table "
-                                               "WHERE subscription_id = ANY(%s)", (waiting,)).fetchall()
+                seen = self.connection.execute(self.query, (self.parameter(waiting),)).fetchall()
                 now = time.perf_counter()
                 with self.guard:
                     for (subscription_id,) in seen:
@@ -321,8 +337,9 @@ class Target:
     """The server's process group (its workers included)."""
     followers: list[int]
     """The process groups of the ledger's followers."""
-    views: tuple[str, str] | None = None
-    """Where the ledger's customer table is (conninfo, schema), for the lag watcher."""
+    views: tuple[str, str] | Path | None = None
+    """Where the ledger's customer table is (PostgreSQL's conninfo and schema, or a view file), for the lag
+    watcher."""
 
 
 def measure(target: Target, workers: int, clients: int, seconds: float, warm_up: int,
@@ -338,7 +355,7 @@ def measure(target: Target, workers: int, clients: int, seconds: float, warm_up:
             before[:] = [cpu_seconds([target.group]), cpu_seconds(target.followers)]
 
         with ExitStack() as watching:
-            watcher = (watching.enter_context(LagWatcher(*target.views))
+            watcher = (watching.enter_context(LagWatcher(target.views))
                        if target.views is not None and operation == "create" else None)
 
             def start(before: list[float] = cpu_before, connections: list[Client] = pool[key],
@@ -375,26 +392,34 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, help="per measurement (default 10, quick 2)")
     parser.add_argument("--workers", default="1,2", help="worker counts, in order (default 1,2)")
     parser.add_argument("--clients", default="1,4,16", help="client thread counts (default 1,4,16)")
+    parser.add_argument("--ledger", choices=["postgres", "sqlite"], default="postgres",
+                        help="the ledger's deployment: on PostgreSQL (default), or the embedded default (one worker)")
     parser.add_argument("--quick", action="store_true", help="2 s per measurement: checks that the script works")
     args = parser.parse_args()
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     warm_up = 4 if args.quick else WARM_UP
     worker_counts = [int(w) for w in args.workers.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
+    if args.ledger == "sqlite" and worker_counts != [1]:
+        parser.error("the embedded default serves with one worker: --ledger sqlite takes --workers 1")
 
     print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average at start "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}; {seconds:g} s per measurement", flush=True)
     print(f"{'app':<7}{'operation':<15}{'workers':>8}{'clients':>8}{'requests':>10}{'req/s':>12}{'p50 ms':>10}"
           f"{'p99 ms':>10}{'non-2xx':>9}{'cpu ms':>9}{'+follow':>9}")
     results: list[Result] = []
-    with common.ledger_env("postgres") as env:
+    embedded = args.ledger == "sqlite"
+    with common.ledger_env("postgres") as bare_deployment, common.ledger_env(args.ledger) as env:
         data_dir = Path(env["LEDGER_DATA_DIR"])
-        bare_env = {"BARE_DATABASE_URL": env["LEDGER_DATABASE_URL"],
-                    "BARE_DATABASE_SCHEMA": env["LEDGER_DATABASE_SCHEMA"]}
+        bare_env = {"BARE_DATABASE_URL": bare_deployment["LEDGER_DATABASE_URL"],
+                    "BARE_DATABASE_SCHEMA": bare_deployment["LEDGER_DATABASE_SCHEMA"]}
         run([*LEDGER, "support", "enable-reseller", common.ORG, "--name", "Bench Reseller"], env)
         token = run([*LEDGER, "token", "--org", common.ORG], env).strip()
+        views: tuple[str, str] | Path = (data_dir / "views" / VIEWS_FILE if embedded
+                                         else (env["LEDGER_DATABASE_URL"], env["LEDGER_DATABASE_SCHEMA"]))
         with ExitStack() as followers:
-            follower_groups = [
+            # The embedded default's `serve` starts its followers' process itself, in its process group.
+            follower_groups = [] if embedded else [
                 followers.enter_context(started([*LEDGER, "projections"], env, data_dir / "projections.log")).pid,
                 followers.enter_context(started([*LEDGER, "scheduler"], env, data_dir / "scheduler.log")).pid]
             for workers in worker_counts:
@@ -404,8 +429,7 @@ def main() -> int:
                     if workers == worker_counts[0]:
                         set_billing(ledger_port, token)
                     targets = [Target("bare", bare_port, None, bare, []),
-                               Target("ledger", ledger_port, token, ledger, follower_groups,
-                                      (env["LEDGER_DATABASE_URL"], env["LEDGER_DATABASE_SCHEMA"]))]
+                               Target("ledger", ledger_port, token, ledger, follower_groups, views)]
                     pool: dict[tuple[str, int], list[Client]] = {}
                     for clients in client_counts:
                         for target in targets:
