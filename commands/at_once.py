@@ -16,4 +16,6 @@ def map_at_once(work: Callable[[T], R], items: Sequence[T], *, at_most: int, nam
     if len(items) < 2:
         return [work(item) for item in items]
     with ThreadPoolExecutor(min(at_most, len(items)), thread_name_prefix=name) as running:
-        return list(running.map(work, items))
+        # Not ``running.map``: at its first error it cancels the items not yet started, which then never run.
+        started = [running.submit(work, item) for item in items]
+    return [future.result() for future in started]
