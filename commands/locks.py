@@ -64,7 +64,7 @@ class ThreadLocks:
 SESSIONS = 16
 """Connections per process for the advisory locks. A command keeps its thread's connection from its first lock to
 its last release, so this caps the commands of one process that run at once: with 4, sixteen HTTP clients made
-117 creates/s and with 16, 174-197 (bench/README.md). Connections are opened as concurrent commands need them."""
+128-130 creates/s and with 16, 188-209 (bench/README.md). Connections are opened as concurrent commands need them."""
 
 
 class PostgresAdvisoryLocks:
