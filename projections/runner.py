@@ -202,14 +202,19 @@ def stops_of_followers(followers: list[Follower]) -> dict[str, str]:
 
 
 def _read_per_database(followers: list[Follower], read: Callable[[Cursor, list[str]], dict[str, T]]) -> dict[str, T]:
-    databases: dict[int, tuple[ViewDatabase, list[str]]] = {}
-    for follower in followers:
-        databases.setdefault(id(follower.db), (follower.db, []))[1].append(follower.name)
     found: dict[str, T] = {}
-    for db, names in databases.values():
+    for db, names in _by_database(followers):
         with db.snapshot() as cursor:
             found.update(read(cursor, names))
     return found
+
+
+def _by_database(followers: list[Follower]) -> list[tuple[ViewDatabase, list[str]]]:
+    """The followers' names by the database of their views (on PostgreSQL, and on SQLite since one file, one)."""
+    databases: dict[int, tuple[ViewDatabase, list[str]]] = {}
+    for follower in followers:
+        databases.setdefault(id(follower.db), (follower.db, []))[1].append(follower.name)
+    return list(databases.values())
 
 
 def feed(log_: EventLog, followers: list[Follower], batch_size: int, *, until: Mapping[str, int] | None = None,
@@ -272,9 +277,10 @@ class FollowersThread(threading.Thread):
     def run(self) -> None:
         self.waiter.listen()
         # A stop noted by an earlier run is retried now: noted again if the event still stops the view.
-        for follower in self.followers:
-            with follower.db.transaction() as cursor:
-                note_stop(cursor, follower.name, None)
+        for db, names in _by_database(self.followers):
+            with db.transaction() as cursor:
+                for name in names:
+                    note_stop(cursor, name, None)
         while not self.stopping.is_set():
             try:
                 if self._round() == 0:
