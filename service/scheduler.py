@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from commands.at_once import map_at_once
+from commands.at_once import each_at_once
 from commands.checkpoints import record_checkpoint
 from commands.clocks import SANDBOX_CLOCK, SandboxClock
 from commands.handlers import SCHEDULER, Ledger
@@ -59,26 +60,35 @@ class Scheduler:
     def _run_due(self) -> Ran:
         ran = Ran()
         while True:
+            # Each pass goes once through what the view says is due, page after page, without waiting for the
+            # view to follow the pass's own renewals; the next pass, with the view caught up, finds what is
+            # due again (a subscription behind by several periods) or was left for later.
             self.due_dates.catch_up()
-            due = due_by(self.due_dates.db, self.clock.now(), SCAN)
             changes = ran.changes
-            # All of these are due now: in shuffled order, two schedulers mostly work on different ones.
-            random.shuffle(due)
-            failures = self._handle([subscription_id for subscription_id, _ in due], ran, actor=SCHEDULER)
+            failures = self._handle(self._due_parts(self.clock.now()), ran, actor=SCHEDULER)
             for subscription_id, error in failures.items():  # a processor outage, say: the next run retries it
                 ran.failures += 1
                 log.warning("subscription %s is due but was not handled: %s", subscription_id, error)
-            if not due or ran.changes == changes:
+            if ran.changes == changes:
                 return ran
 
-    def _handle(self, subscription_ids: list[UUID], ran: Ran, *, actor: str) -> dict[UUID, Exception]:
-        """Run what is due for these, in batches (one that another change holds alone, once it is free); returns
-        why those not handled were not."""
+    def _due_parts(self, at: datetime) -> Iterator[list[UUID]]:
+        """What is due by ``at``, in batches, a page of the view read each time the batches before it are taken."""
+        after = None
+        while due := due_by(self.due_dates.db, at, SCAN, after):
+            after = due[-1]
+            # All of these are due now: in shuffled order, two schedulers mostly work on different ones.
+            subscription_ids = [subscription_id for subscription_id, _ in due]
+            random.shuffle(subscription_ids)
+            for start in range(0, len(subscription_ids), self.batch):
+                yield subscription_ids[start:start + self.batch]
+
+    def _handle(self, parts: Iterable[list[UUID]], ran: Ran, *, actor: str) -> dict[UUID, Exception]:
+        """Run what is due for these batches of subscriptions, a few batches at once (one that another change holds
+        alone, once it is free); returns why those not handled were not."""
         failures: dict[UUID, Exception] = {}
-        parts = [subscription_ids[start:start + self.batch] for start in range(0, len(subscription_ids), self.batch)]
-        batches = map_at_once(lambda part: self.ledger.run_due_batch(part, actor=actor), parts,
-                              at_most=BATCHES_AT_ONCE, name="due-batch")
-        for batch in batches:
+        for batch in each_at_once(lambda part: self.ledger.run_due_batch(part, actor=actor), parts,
+                                  at_most=BATCHES_AT_ONCE, name="due-batch"):
             ran.changes += len(batch.changed)
             failures.update(batch.failed)
             for subscription_id in batch.busy:
@@ -106,8 +116,9 @@ class Scheduler:
                 at = max(due[0][1], clock.now())
                 clock.set(at, actor=actor)
                 changes = ran.changes
-                failures = self._handle([subscription_id for subscription_id, due_at in due if due_at <= at], ran,
-                                        actor=SANDBOX_CLOCK)
+                now_due = [subscription_id for subscription_id, due_at in due if due_at <= at]
+                parts = [now_due[start:start + self.batch] for start in range(0, len(now_due), self.batch)]
+                failures = self._handle(parts, ran, actor=SANDBOX_CLOCK)
                 if failures:  # whoever moves the clock is told (a processor outage, say), as before batches
                     raise next(iter(failures.values()))
                 # Nothing changed: another scheduler may have done it; if the same is still due next

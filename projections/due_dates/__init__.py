@@ -88,11 +88,18 @@ class DueDates:
         return [tuple(row) for row in cursor.fetchall()]
 
 
-def due_by(db: ViewDatabase, at: datetime, limit: int) -> list[tuple[UUID, datetime]]:
-    """Subscriptions due at or before ``at``, earliest first."""
+def due_by(db: ViewDatabase, at: datetime, limit: int,
+           after: tuple[UUID, datetime] | None = None) -> list[tuple[UUID, datetime]]:
+    """Subscriptions due at or before ``at``, earliest first (then by id); with ``after``, those that come after
+    that one in this order, for the next page."""
     with db.snapshot() as cursor:
-        cursor.execute("SELECT subscription_id, due_at FROM due_dates WHERE due_at <= ? "
-                       "ORDER BY due_at, subscription_id LIMIT ?", (events.iso(at), limit))
+        if after is None:
+            cursor.execute("SELECT subscription_id, due_at FROM due_dates WHERE due_at <= ? "
+                           "ORDER BY due_at, subscription_id LIMIT ?", (events.iso(at), limit))
+        else:
+            cursor.execute("SELECT subscription_id, due_at FROM due_dates WHERE due_at <= ? "
+                           "AND (due_at, subscription_id) > (?, ?) ORDER BY due_at, subscription_id LIMIT ?",
+                           (events.iso(at), events.iso(after[1]), str(after[0]), limit))
         return [(UUID(key), _instant(due_at)) for key, due_at in cursor.fetchall()]
 
 

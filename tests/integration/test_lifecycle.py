@@ -19,7 +19,9 @@ from ledger.errors import DomainError
 from ledger.subscription import RENEWAL_RETRY_DELAYS, Order
 from projections import summary
 from projections.deployment import ViewLocation
+from projections.due_dates import due_by
 from projections.replay import replay
+from service import scheduler as scheduler_module
 from service.scheduler import Scheduler
 from tests.support import ADMIN, SandboxWorld, reseller_with_card, sandbox_world
 
@@ -131,6 +133,36 @@ def test_a_ledger_down_for_two_periods_catches_up_period_by_period(world: Sandbo
     assert ran.changes == 2
     assert [(e.period_start.month, e.period_end.month) for e in renewals(world, sub_id)] == [(2, 3), (3, 4)]
     assert len(charged(world)) == 3
+
+
+def test_a_run_pages_through_more_due_subscriptions_than_a_page_holds_renewing_each_period_once(
+        world: SandboxWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduler_module, "SCAN", 4)
+    subscriptions = [create(world, seats=1 + n % 3) for n in range(11)]
+    world.clock.set(world.clock.now() + timedelta(days=62), actor="outage")  # two periods fell due for each
+    scheduler = Scheduler(world.ledger, world.scheduler.due_dates, world.clock, batch=3)
+
+    ran = scheduler.run_due()
+
+    assert (ran.changes, ran.failures) == (22, 0)
+    for sub_id in subscriptions:
+        assert [(e.period_start.month, e.period_end.month) for e in renewals(world, sub_id)] == [(2, 3), (3, 4)]
+    assert len(charged(world)) == 11 + 22
+
+
+def test_the_due_dates_page_by_page_are_every_due_subscription_in_order(world: SandboxWorld) -> None:
+    for n in range(7):
+        create(world, seats=1 + n % 3)
+        world.clock.set(world.clock.now() + timedelta(hours=n % 2), actor="tester")  # some due at the same instant
+    world.scheduler.due_dates.catch_up()
+    at = world.clock.now() + timedelta(days=40)
+    pages, after = [], None
+    while page := due_by(world.scheduler.due_dates.db, at, 3, after):
+        pages.append(page)
+        after = page[-1]
+    assert [len(page) for page in pages] == [3, 3, 1]
+    assert [due for page in pages for due in page] == due_by(world.scheduler.due_dates.db, at, 100)
+
 
 
 class SlowProcessor:
