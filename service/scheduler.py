@@ -80,8 +80,10 @@ class Scheduler:
             # All of these are due now: in shuffled order, two schedulers mostly work on different ones.
             subscription_ids = [subscription_id for subscription_id, _ in due]
             random.shuffle(subscription_ids)
-            for start in range(0, len(subscription_ids), self.batch):
-                yield subscription_ids[start:start + self.batch]
+            yield from self._in_batches(subscription_ids)
+
+    def _in_batches(self, subscription_ids: list[UUID]) -> list[list[UUID]]:
+        return [subscription_ids[start:start + self.batch] for start in range(0, len(subscription_ids), self.batch)]
 
     def _handle(self, parts: Iterable[list[UUID]], ran: Ran, *, actor: str) -> dict[UUID, Exception]:
         """Run what is due for these batches of subscriptions, a few batches at once (one that another change holds
@@ -117,8 +119,7 @@ class Scheduler:
                 clock.set(at, actor=actor)
                 changes = ran.changes
                 now_due = [subscription_id for subscription_id, due_at in due if due_at <= at]
-                parts = [now_due[start:start + self.batch] for start in range(0, len(now_due), self.batch)]
-                failures = self._handle(parts, ran, actor=SANDBOX_CLOCK)
+                failures = self._handle(self._in_batches(now_due), ran, actor=SANDBOX_CLOCK)
                 if failures:  # whoever moves the clock is told (a processor outage, say), as before batches
                     raise next(iter(failures.values()))
                 # Nothing changed: another scheduler may have done it; if the same is still due next
