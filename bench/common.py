@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from uuid import uuid4
@@ -46,21 +46,31 @@ class Options:
     """The script's main size (subscriptions, documents) when given, instead of its default."""
     flags: frozenset[str] = frozenset()
     """The script's own switches that were given (see ``options``)."""
+    numbers: dict[str, int] = field(default_factory=dict)
+    """The script's own whole-number options, given or their defaults (see ``options``)."""
 
 
-def options(description: str, *, flags: Mapping[str, str] | None = None) -> Options:
-    """The common options, and the script's own switches (``flags``: name to help)."""
+def options(description: str, *, flags: Mapping[str, str] | None = None,
+            numbers: Mapping[str, tuple[int, str]] | None = None) -> Options:
+    """The common options, and the script's own switches (``flags``: name to help) and whole numbers (``numbers``:
+    name to default and help)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--quick", action="store_true", help="small sizes: only checks that the script works")
     parser.add_argument("--size", type=int, help="the script's main size instead of its default (or --quick's)")
     for flag, explained in (flags or {}).items():
         parser.add_argument(f"--{flag}", action="store_true", help=explained)
+    for name, (default, explained) in (numbers or {}).items():
+        parser.add_argument(f"--{name}", type=int, default=default, help=f"{explained} (default {default})")
     args = parser.parse_args()
     if args.size is not None and args.size < 1:
         parser.error("--size must be at least 1")
     given = frozenset(flag for flag in flags or {} if getattr(args, flag.replace("-", "_")))
-    return Options(list(BACKENDS) if args.backend == "both" else [args.backend], args.quick, args.size, given)
+    for name in numbers or {}:
+        if getattr(args, name.replace("-", "_")) < 0:
+            parser.error(f"--{name} cannot be negative")
+    return Options(list(BACKENDS) if args.backend == "both" else [args.backend], args.quick, args.size, given,
+                   {name: getattr(args, name.replace("-", "_")) for name in numbers or {}})
 
 
 # --- deployments ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -35,7 +36,8 @@ from projections.deployment import ReadSide, ViewLocation
 from projections.invitations.sender import InvitationSender, SenderThread
 from projections.store import create_schema, schema_lock
 from projections.webhooks.sender import WebhookSender, WebhookSenderThread
-from service import metrics
+from service import logs, metrics
+from service.renewal_workers import RenewalWorkers
 from service.scheduler import Scheduler, SchedulerThread
 from service.settings import Settings, SettingsError
 
@@ -123,28 +125,19 @@ def bootstrap(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = load_catalog(settings.catalog)
     secret = development_secret(settings.data_dir)
-    app = event_store(settings)
-    closers: list[Callable[[], None]] = [app.close]
+    closers: list[Callable[[], None]] = []
+    ledger = command_side(settings, catalog, secret, closers)
+    app, clock, gateway = ledger.app, ledger.clock, ledger.gateway
     system_clock = SystemClock()
-    clock: Clock = SandboxClock(app, system_clock.now) if settings.clock == "sandbox" else system_clock
-    gateway = payment_gateway(settings, clock)
-    metrics.instrument_gateway(gateway)
-    closers.append(gateway.close)  # type: ignore[attr-defined]
-    locks: Locks
-    if settings.database_url:
-        advisory = PostgresAdvisoryLocks(settings.database_url)
-        closers.append(advisory.close)
-        locks = advisory
-    else:
-        locks = ThreadLocks()
-    quote_key = settings.quote_secret.get_secret_value().encode() if settings.quote_secret else secret
-    ledger = Ledger(app, catalog=catalog, clock=clock, gateway=gateway, locks=locks,
-                    quotes=QuoteSigner(hmac.new(quote_key, b"ledger quotes", hashlib.sha256).digest()))
-    metrics.instrument_ledger(ledger)
+    quote_key = quote_secret(settings, secret)
     read_side = ReadSide(app, view_location(settings), batch_size=settings.projection_batch_size)
     closers.append(read_side.close)
     cursors = CursorSigner(hmac.new(quote_key, b"ledger cursors", hashlib.sha256).digest())
-    scheduler = Scheduler(ledger, read_side.followers[due_dates.NAME], clock)
+    workers = None
+    if settings.scheduler_processes:
+        workers = RenewalWorkers(functools.partial(renewal_worker_ledger, settings), settings.scheduler_processes)
+        closers.append(workers.stop)
+    scheduler = Scheduler(ledger, read_side.followers[due_dates.NAME], clock, workers=workers)
     # Mail retries follow real time, even when the ledger's clock is the sandbox's.
     sender = InvitationSender(read_side.db(invitations.NAME), mailer(settings), system_clock,
                               from_address=settings.mail_from)
@@ -158,6 +151,40 @@ def bootstrap(settings: Settings) -> Services:
         mailer=mailer(settings), timeout_seconds=settings.webhooks_timeout_seconds, from_address=settings.mail_from)
     return Services(settings, catalog, clock, app, gateway, ledger, read_side, scheduler, sender, cursors, secret,
                     closers, webhooks=webhook_sender, webhook_endpoints=endpoints)
+
+
+def command_side(settings: Settings, catalog: Catalog, secret: bytes, closers: list[Callable[[], None]]) -> Ledger:
+    """The ledger's command handling over its event store, clock, processor and locks (counted in the metrics),
+    their closers added to ``closers``: what every process of a deployment that runs commands builds."""
+    app = event_store(settings)
+    closers.append(app.close)
+    clock: Clock = SandboxClock(app, SystemClock().now) if settings.clock == "sandbox" else SystemClock()
+    gateway = payment_gateway(settings, clock)
+    metrics.instrument_gateway(gateway)
+    closers.append(gateway.close)  # type: ignore[attr-defined]
+    locks: Locks
+    if settings.database_url:
+        advisory = PostgresAdvisoryLocks(settings.database_url)
+        closers.append(advisory.close)
+        locks = advisory
+    else:
+        locks = ThreadLocks()
+    quotes = QuoteSigner(hmac.new(quote_secret(settings, secret), b"ledger quotes", hashlib.sha256).digest())
+    ledger = Ledger(app, catalog=catalog, clock=clock, gateway=gateway, locks=locks, quotes=quotes)
+    metrics.instrument_ledger(ledger)
+    return ledger
+
+
+def renewal_worker_ledger(settings: Settings) -> Ledger:
+    """The ledger of a renewal worker process (``RenewalWorkers``), which logs as the scheduler does. Its connections
+    end with the process: the scheduler ends it once the backlog is done."""
+    logs.configure(settings.log_format)
+    return command_side(settings, load_catalog(settings.catalog), development_secret(settings.data_dir), [])
+
+
+def quote_secret(settings: Settings, development: bytes) -> bytes:
+    """The key that quotes, cursors and webhook secrets are derived from."""
+    return settings.quote_secret.get_secret_value().encode() if settings.quote_secret else development
 
 
 def mailer(settings: Settings) -> Mailer:

@@ -137,6 +137,37 @@ def instrument_gateway(gateway: Any) -> None:
     gateway.save_card = counted_save_card
 
 
+Counts = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Counter increments by metric name and labels, from one process to another."""
+
+_HANDED_ON: Counts = {}
+"""What ``counts_to_hand_on`` has handed on so far, in this process."""
+
+
+def counts_to_hand_on() -> Counts:
+    """In a renewal worker process: its counts of commands and charges since it last handed them on, for the
+    scheduler's process to add to its own (``add_counts``). None in multiprocess mode, where each process's counts
+    are already summed at scrape time."""
+    if os.environ.get(MULTIPROC_ENV):
+        return {}
+    increments: Counts = {}
+    for counter in (COMMANDS, CHARGES, DECLINES):
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    key = (metric.name, tuple(sample.labels.items()))
+                    increments[key] = sample.value - _HANDED_ON.get(key, 0.0)
+                    _HANDED_ON[key] = sample.value
+    return {key: value for key, value in increments.items() if value}
+
+
+def add_counts(counts: Counts) -> None:
+    """Add another process's ``counts_to_hand_on`` to this process's counters."""
+    counters = {metric.name: counter for counter in (COMMANDS, CHARGES, DECLINES) for metric in counter.collect()}
+    for (name, labels), value in counts.items():
+        counters[name].labels(**dict(labels)).inc(value)
+
+
 # --- read at scrape time -----------------------------------------------------------------------------
 
 

@@ -7,10 +7,12 @@ only one change per version, so a period is never renewed or charged twice."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import random
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -18,12 +20,13 @@ from uuid import UUID
 from commands.at_once import each_at_once
 from commands.checkpoints import record_checkpoint
 from commands.clocks import SANDBOX_CLOCK, SandboxClock
-from commands.handlers import SCHEDULER, Ledger
+from commands.handlers import SCHEDULER, DueBatch, Ledger
 from commands.ports import Clock
 from commands.recovery import ChargeRecovery
 from ledger.errors import DomainError
 from projections.due_dates import due_by
 from projections.runner import Follower
+from service.renewal_workers import RenewalWorkers
 
 log = logging.getLogger("ledger.scheduler")
 
@@ -45,11 +48,14 @@ class Ran:
 
 
 class Scheduler:
-    def __init__(self, ledger: Ledger, due_dates: Follower, clock: Clock, *, batch: int = BATCH) -> None:
+    def __init__(self, ledger: Ledger, due_dates: Follower, clock: Clock, *, batch: int = BATCH,
+                 workers: RenewalWorkers | None = None) -> None:
         self.ledger = ledger
         self.batch = batch
         self.due_dates = due_dates
         self.clock = clock
+        self.workers = workers
+        """Worker processes for a backlog (a full page due at once), if the deployment has them."""
         self._one_run_at_a_time = threading.Lock()
 
     def run_due(self) -> Ran:
@@ -58,39 +64,59 @@ class Scheduler:
             return self._run_due()
 
     def _run_due(self) -> Ran:
-        ran = Ran()
+        ran, backlog = Ran(), False
         while True:
             # Each pass goes once through what the view says is due, page after page, without waiting for the
             # view to follow the pass's own renewals; the next pass, with the view caught up, finds what is
             # due again (a subscription behind by several periods) or was left for later.
             self.due_dates.catch_up()
             changes = ran.changes
-            failures = self._handle(self._due_parts(self.clock.now()), ran, actor=SCHEDULER)
+            pages = self._due_pages(self.clock.now())
+            first = next(pages, [])
+            pages = itertools.chain([first], pages)
+            if self.workers is not None and len(first) == SCAN:  # a backlog: page by page to the worker processes
+                backlog = True
+                # A page queued for each worker while it renews another, so that none waits for the next.
+                failures = self._handle(pages, ran, actor=SCHEDULER, run=self._in_a_worker,
+                                        at_most=2 * self.workers.processes)
+            else:
+                failures = self._handle((part for page in pages for part in self._in_batches(page)), ran,
+                                        actor=SCHEDULER)
             for subscription_id, error in failures.items():  # a processor outage, say: the next run retries it
                 ran.failures += 1
                 log.warning("subscription %s is due but was not handled: %s", subscription_id, error)
             if ran.changes == changes:
-                return ran
+                break
+        if self.workers is not None and not backlog:
+            self.workers.stop()  # the backlog they were started for is done
+        return ran
 
-    def _due_parts(self, at: datetime) -> Iterator[list[UUID]]:
-        """What is due by ``at``, in batches, a page of the view read each time the batches before it are taken."""
+    def _due_pages(self, at: datetime) -> Iterator[list[UUID]]:
+        """What is due by ``at``, a page of the view read each time the work on the pages before it is taken."""
         after = None
         while due := due_by(self.due_dates.db, at, SCAN, after):
             after = due[-1]
             # All of these are due now: in shuffled order, two schedulers mostly work on different ones.
             subscription_ids = [subscription_id for subscription_id, _ in due]
             random.shuffle(subscription_ids)
-            yield from self._in_batches(subscription_ids)
+            yield subscription_ids
 
     def _in_batches(self, subscription_ids: list[UUID]) -> list[list[UUID]]:
         return [subscription_ids[start:start + self.batch] for start in range(0, len(subscription_ids), self.batch)]
 
-    def _handle(self, parts: Iterable[list[UUID]], ran: Ran, *, actor: str) -> dict[UUID, Exception]:
-        """Run what is due for these batches of subscriptions, a few batches at once (one that another change holds
-        alone, once it is free); returns why those not handled were not."""
+    def _in_a_worker(self, page: list[UUID]) -> DueBatch:
+        assert self.workers is not None
+        return self.workers.run_due(page, actor=SCHEDULER, batch=self.batch, at_most=BATCHES_AT_ONCE)
+
+    def _handle(self, parts: Iterable[list[UUID]], ran: Ran, *, actor: str, at_most: int = BATCHES_AT_ONCE,
+                run: Callable[[list[UUID]], DueBatch] | None = None) -> dict[UUID, Exception]:
+        """Run what is due for these parts (batches of subscriptions, or pages for the worker processes), a few at
+        once (one that another change holds alone, here, once it is free); returns why those not handled were
+        not."""
+        if run is None:
+            run = functools.partial(self.ledger.run_due_batch, actor=actor)
         failures: dict[UUID, Exception] = {}
-        for batch in each_at_once(lambda part: self.ledger.run_due_batch(part, actor=actor), parts,
-                                  at_most=BATCHES_AT_ONCE, name="due-batch"):
+        for batch in each_at_once(run, parts, at_most=at_most, name="due-batch"):
             ran.changes += len(batch.changed)
             failures.update(batch.failed)
             for subscription_id in batch.busy:

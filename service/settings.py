@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     process serves its own at ``GET /metrics``."""
     scheduler_metrics_host: str = "127.0.0.1"
     """The address that port listens on: ``0.0.0.0`` for Prometheus in another container."""
+    scheduler_processes: int = Field(0, ge=0, le=16)
+    """PostgreSQL only: the scheduler hands a backlog of due subscriptions (a page of 500 or more at once) to this many
+    worker processes, each renewing and saving its own batches, for more renewals a second than one interpreter
+    computes. 0 (the default): renewals run in the scheduler's process, on two threads."""
     recovery_grace_seconds: float = Field(60.0, ge=0)
     """A charge intent left open this long is settled by recovery (asked of the processor, refunded or closed):
     longer than a live command holds one, and than a dead process's request may still be in flight."""
@@ -93,6 +97,13 @@ class Settings(BaseSettings):
     def _stripe_needs_keys(self) -> Settings:
         if self.payments == "stripe" and self.stripe_secret_key is None:
             raise ValueError("LEDGER_PAYMENTS=stripe needs LEDGER_STRIPE_SECRET_KEY")
+        return self
+
+    @model_validator(mode="after")
+    def _processes_need_postgres(self) -> Settings:
+        if self.scheduler_processes and self.database_url is None:
+            raise ValueError("LEDGER_SCHEDULER_PROCESSES needs LEDGER_DATABASE_URL (the embedded default has one "
+                             "writer)")
         return self
 
     @property

@@ -115,16 +115,18 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
 
 
-def test_compose_serves_the_scheduler_metrics_through_its_typed_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compose_serves_the_scheduler_metrics_and_starts_its_workers_through_typed_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from service.settings import load_settings
 
     scheduler = compose()["services"]["scheduler"]
     environment = scheduler["environment"]
     assert environment["LEDGER_DATABASE_URL"] == compose()["services"]["api"]["environment"]["LEDGER_DATABASE_URL"]
-    for name in ("LEDGER_SCHEDULER_METRICS_PORT", "LEDGER_SCHEDULER_METRICS_HOST"):
+    for name in ("LEDGER_SCHEDULER_METRICS_PORT", "LEDGER_SCHEDULER_METRICS_HOST", "LEDGER_SCHEDULER_PROCESSES",
+                 "LEDGER_DATABASE_URL"):
         monkeypatch.setenv(name, str(environment[name]))
     settings = load_settings()
-    assert settings.scheduler_metrics_host == "0.0.0.0"
+    assert (settings.scheduler_metrics_host, settings.scheduler_processes) == ("0.0.0.0", 2)
     port = settings.scheduler_metrics_port
     assert port and str(port) in scheduler["expose"]
     assert f"127.0.0.1:{port}/metrics" in " ".join(scheduler["healthcheck"]["test"])
