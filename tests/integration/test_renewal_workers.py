@@ -8,7 +8,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -17,15 +19,20 @@ import pytest
 from prometheus_client import REGISTRY
 
 from commands.clocks import SandboxClock
+from commands.recovery import ChargeRecovery
 from projections.verify import RawLog, verify
 from service import scheduler as scheduler_module
 from service.bootstrap import Services, bootstrap
 from service.renewal_workers import WorkerFailure
 from service.settings import SettingsError, load_settings
+from tests.e2e.test_charge_crashes import check_books
 from tests.integration.test_renewal_batches import EVER, create, period_end, types
 from tests.support import ADMIN
 
 pytestmark = pytest.mark.postgres
+
+BIG_BACKLOG = 600
+"""Long enough a run to kill a worker in the middle of it."""
 
 
 @pytest.fixture
@@ -115,6 +122,39 @@ def test_a_worker_that_died_fails_its_run_and_the_next_run_renews_with_new_worke
     for sub_id in subs:
         assert types(ledger, sub_id) == ["SubscriptionCreated", "Renewed", "Renewed"]
     assert len(deployment.gateway.list_charges(**EVER)) == 6 * 3
+
+
+def test_a_worker_killed_in_the_middle_of_a_backlog_takes_no_money_without_its_record(deployment: Services) -> None:
+    ledger = deployment.ledger
+    subs = [create(ledger, "org_pay") for _ in range(BIG_BACKLOG)]
+    move_past(deployment, period_end(ledger, subs[0]))
+    outcome: list[BaseException | object] = []
+    running = threading.Thread(target=lambda: outcome.append(_outcome_of(deployment.scheduler.run_due)))
+    running.start()
+    deadline = time.monotonic() + 60
+    while len(deployment.gateway.list_charges(**EVER)) == BIG_BACKLOG and time.monotonic() < deadline:
+        time.sleep(0.005)  # until the first renewal is charged
+    assert running.is_alive(), "the backlog was done before a worker could be killed"
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    running.join()
+
+    assert isinstance(outcome[0], WorkerFailure)  # the run stops and says why; the scheduler runs again shortly
+    # What the scheduler's thread does next: settle the charges the dead worker left open, run again.
+    ChargeRecovery(ledger, grace=timedelta(0)).run()
+    ran = deployment.scheduler.run_due()
+
+    assert ran.failures == 0
+    for sub_id in subs:
+        assert types(ledger, sub_id).count("Renewed") == 1
+    check_books(deployment)  # each charge the processor took has its one billing document; no charge left open
+
+
+def _outcome_of(run: Callable[[], object]) -> BaseException | object:
+    try:
+        return run()
+    except Exception as error:
+        return error
 
 
 def test_the_setting_needs_postgresql() -> None:
