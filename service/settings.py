@@ -123,8 +123,10 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
+        # A rule across settings (its message names them) has no single setting to name.
         problems = "; ".join(
-            f"LEDGER_{'_'.join(str(part) for part in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
+            f"LEDGER_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']}" if e["loc"]
+            else e["msg"].removeprefix("Value error, ")
             for e in error.errors()
         )
         raise SettingsError(problems) from None
