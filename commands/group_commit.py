@@ -32,40 +32,53 @@ J = TypeVar("J", bound=Job)
 
 class Turns(Generic[J]):
     """Callers queue jobs; the first to find no batch running leads: it takes a batch from the queue (``take``,
-    by default everything queued) and runs it (``run``, which marks each job done), while the others wait; then
-    one of those still waiting leads the next batch. A lone caller runs its job at once."""
+    by default everything queued) and runs it (``run``, which marks each job done), while the others wait; then it
+    wakes the callers whose jobs it ran and hands the lead to the caller of the first job still queued. A lone
+    caller runs its job at once. Each waiting caller is woken once, for its result or for its turn to lead: waking
+    every waiter at every batch (one condition for all) cost each of them a wake-up and the interpreter lock, per
+    batch, and showed in profiles of renewals charging many at once."""
 
     def __init__(self, run: Callable[[list[J]], None],
                  take: Callable[[list[J]], list[J]] | None = None) -> None:
         self._run, self._take = run, take
-        self._turn = threading.Condition()
+        self._guard = threading.Lock()
         self._queue: list[J] = []
+        self._wakes: dict[int, threading.Lock] = {}
+        """For each queued job (by id), a lock held until its caller is to wake."""
         self._leading = False
 
     def submit(self, job: J) -> None:
         """Returns once ``job`` is done."""
-        with self._turn:
+        wake = threading.Lock()
+        wake.acquire()
+        with self._guard:
             self._queue.append(job)
-        while True:
-            with self._turn:
-                while not job.done and self._leading:
-                    self._turn.wait()
-                if job.done:
-                    return
-                self._leading = True
-                if self._take is None:
-                    batch, self._queue = self._queue, []
-                else:
-                    batch = self._take(self._queue)
-            try:
-                self._run(batch)
-            finally:
-                with self._turn:
-                    self._leading = False
-                    self._turn.notify_all()
+            self._wakes[id(job)] = wake
+            leads, self._leading = not self._leading, True
+        if not leads:
+            wake.acquire()  # released once the job is done, or once it is first in the queue and its turn to lead
+            if job.done:
+                return
+        with self._guard:  # the job is first in the queue: the batch taken holds it
+            if self._take is None:
+                batch, self._queue = self._queue, []
+            else:
+                batch = self._take(self._queue)
+            ran = [self._wakes.pop(id(taken)) for taken in batch]
+        try:
+            self._run(batch)
+        finally:
+            with self._guard:
+                next_leader = self._wakes[id(self._queue[0])] if self._queue else None
+                self._leading = next_leader is not None
+            for woken in ran:
+                if woken is not wake:
+                    woken.release()
+            if next_leader is not None:
+                next_leader.release()
 
     def queued(self) -> int:
-        with self._turn:
+        with self._guard:
             return len(self._queue)
 
 
