@@ -6,6 +6,7 @@ and the latency of customer-table pages and summary cards, on a bulk-populated s
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 import time
@@ -16,11 +17,12 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the project, not bench
 import psycopg
 
 from bench import common
+from cli.audit import DEFAULT_REPLAY_PROCESSES
 from projections import summary
 from projections.customer_table import queries
 from projections.deployment import ViewLocation
 from projections.replay import replay
-from service.bootstrap import Services
+from service.bootstrap import Services, event_store
 
 SUBSCRIPTIONS = 100_000  # about 205,000 events
 QUICK_SUBSCRIPTIONS = 5_000
@@ -44,22 +46,25 @@ def rebuild(services: Services, backend: str) -> None:
     common.show(common.rate("rebuild every projection", backend, "one after another", head, total, "events/s"))
 
 
-def audit(services: Services, backend: str) -> None:
-    """`ledger replay`: every projection rebuilt into fresh tables from one reading of the log, then
-    compared row by row with the live views."""
+def audit(services: Services, backend: str, processes: int = DEFAULT_REPLAY_PROCESSES) -> None:
+    """`ledger replay`: every projection rebuilt into fresh tables, in ``processes`` processes (each reading the
+    log once for its part of the views; by default as many as `ledger replay` takes), then compared row by row
+    with the live views."""
     settings = services.settings
     with tempfile.TemporaryDirectory() as folder:
         fresh = (ViewLocation(conninfo=settings.database_url, schema=f"{settings.database_schema}_replay")
                  if settings.database_url else ViewLocation(folder=Path(folder)))
         start = time.perf_counter()
-        verdicts = replay(services.read_side, fresh)
+        verdicts = replay(services.read_side, fresh, processes=processes,
+                          open_store=functools.partial(event_store, settings))
         seconds = time.perf_counter() - start
         fresh.close()
         if settings.database_url:
             with psycopg.connect(settings.database_url, autocommit=True) as connection:
                 connection.execute(f'DROP SCHEMA "{settings.database_schema}_replay" CASCADE')
     equal = all(v.equal for v in verdicts)
-    common.show(common.rate("replay: rebuild all and compare", backend, "one reading of the log",
+    mode = "one reading of the log" if processes == 1 else f"in {processes} processes"
+    common.show(common.rate("replay: rebuild all and compare", backend, mode,
                             services.read_side.log.head(), seconds, "events/s"))
     common.note(f"replay verdict: {'every read model equals the replay' if equal else 'DIFFERENCES'}")
 
@@ -139,7 +144,8 @@ def main() -> int:
                                     sum(saved.values()), time.perf_counter() - start, "events/s"))
             common.note(common.describe(saved))
             rebuild(services, backend)
-            audit(services, backend)
+            for processes in sorted({1, DEFAULT_REPLAY_PROCESSES}):
+                audit(services, backend, processes)
             settle(services)
             queries_at_scale(services, backend, QUICK_QUERY_CALLS if options.quick else QUERY_CALLS)
             live_lag(services, backend, QUICK_LAG_COMMANDS if options.quick else LAG_COMMANDS)

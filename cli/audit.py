@@ -36,6 +36,12 @@ it. Later, `ledger verify --anchor POSITION:HASH` checks the whole chain again a
 position still has that hash: then nothing at or before it has changed since it was noted."""
 
 
+MAX_REPLAY_PROCESSES = 8
+"""A replay's processes each read and decode the whole log for their part of the eight views: more than one a view
+is waste, and past a few the reading outweighs what each saves."""
+DEFAULT_REPLAY_PROCESSES = min(os.cpu_count() or 1, 4)
+
+
 class Format(StrEnum):
     csv = "csv"
     json = "json"
@@ -50,14 +56,19 @@ def register(app: typer.Typer) -> None:
 @exits
 def replay(quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar (there is one only when standard "
                                                                "error is a terminal)")] = False,
+           processes: Annotated[int, typer.Option(min=1, max=MAX_REPLAY_PROCESSES,
+                                                  help="processes to rebuild the views in (default: the machine's "
+                                                       "cores, at most four)")] = DEFAULT_REPLAY_PROCESSES,
            as_json: Json = False, output_path: Output = None, data_dir: DataDir = None) -> int:
     """rebuild every read model from the event log into fresh tables and compare them with the live ones;
     exit 1 on any difference"""
+    import functools
+
     import psycopg
 
     from projections.deployment import ViewLocation
     from projections.replay import replay as replay_log
-    from service.bootstrap import bootstrap
+    from service.bootstrap import bootstrap, event_store
 
     config = settings(data_dir)
     services = bootstrap(config)
@@ -68,7 +79,8 @@ def replay(quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar 
     try:
         head = services.read_side.log.head()
         with Progress(enabled=not quiet) as bars:
-            verdicts = replay_log(services.read_side, fresh, progress=bars.show)
+            verdicts = replay_log(services.read_side, fresh, progress=bars.show, processes=processes,
+                                  open_store=functools.partial(event_store, config))
     finally:
         fresh.close()
         if config.database_url:

@@ -3,6 +3,7 @@ behind it, or empty while the log is not, fails the audit (exit 1) by name."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -80,3 +81,33 @@ def test_empty_views_of_a_log_with_events_fail(deployment: Services, service_env
     assert code == 1, output
     for view in deployment.read_side.followers:
         assert f"EMPTY (none of {head} events)" in line_of(output, view), output
+
+
+def test_the_verdict_is_the_same_in_one_process_and_in_several(deployment: Services,
+                                                               service_env: dict[str, str]) -> None:
+    for name in ("Alpha", "Beta", "Gamma"):
+        subscribe(deployment, name)
+    deployment.read_side.catch_up()
+    with deployment.read_side.db(customer_table.NAME).transaction() as cursor:
+        cursor.execute("UPDATE customer_table SET seats = 97 WHERE customer = 'Beta'")
+
+    verdicts = {}
+    for processes in ("1", "3"):
+        done = run("replay", "--quiet", "--json", "--processes", processes, env=service_env, timeout=120)
+        assert done.returncode == 1, done.stdout + done.stderr
+        verdicts[processes] = json.loads(done.stdout)
+
+    assert verdicts["3"] == verdicts["1"]
+    by_name = {model["name"]: model for model in verdicts["3"]["read_models"]}
+    assert list(by_name) == list(deployment.read_side.followers)  # in the views' order, whatever their process
+    assert by_name[customer_table.NAME]["different_rows"] == 2
+    assert any("97" in difference for difference in by_name[customer_table.NAME]["differences"])
+    assert [name for name, model in by_name.items() if not model["equal"]] == [customer_table.NAME]
+
+
+@pytest.mark.parametrize("processes", ["0", "9", "two"])
+def test_a_process_count_out_of_range_is_refused(service_env: dict[str, str], processes: str) -> None:
+    done = run("replay", "--processes", processes, env=service_env, timeout=60)
+
+    assert done.returncode == 2
+    assert "--processes" in done.stderr and "Traceback" not in done.stderr

@@ -20,7 +20,7 @@ from projections.cursors import CursorSigner
 from projections.customer_table import CustomerTable, queries
 from projections.deployment import ReadSide, ViewLocation, all_projections
 from projections.log import EventLog, NewsWaiter
-from projections.replay import replay
+from projections.replay import REBUILD_WEIGHTS, balanced_parts, replay
 from projections.runner import Follower, ProjectionStopped
 from projections.store import SQLiteViews
 from projections.summary import Summary
@@ -247,6 +247,30 @@ def test_replay_of_an_empty_log_passes(tmp_path: Path) -> None:
     side = ReadSide(empty.app, ViewLocation(folder=tmp_path / "live"), [CustomerTable(), Summary()])
     assert [v.state for v in replay(side, ViewLocation(folder=tmp_path / "fresh"))] == ["EQUAL", "EQUAL"]
     side.close()
+
+
+def store_that_cannot_open() -> Any:
+    raise RuntimeError("the store is out of reach")
+
+
+def test_a_part_of_a_replay_that_fails_in_its_process_fails_the_replay(world: InMemoryLedger,
+                                                                      tmp_path: Path) -> None:
+    org(world, "One")
+    side = ReadSide(world.app, ViewLocation(folder=tmp_path / "live"))
+    side.catch_up()
+    with pytest.raises(RuntimeError, match="the store is out of reach"):
+        replay(side, ViewLocation(folder=tmp_path / "fresh"), processes=2, open_store=store_that_cannot_open)
+    side.close()
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 8, 20])
+def test_a_replay_in_processes_rebuilds_each_view_in_exactly_one_of_them(processes: int) -> None:
+    projections = all_projections()
+    parts = balanced_parts(projections, processes)
+    assert len(parts) == min(processes, len(projections))
+    assert sorted(p.name for part in parts for p in part) == sorted(p.name for p in projections)
+    weights = [sum(REBUILD_WEIGHTS[p.name] for p in part) for part in parts]
+    assert max(weights) - min(weights) <= max(REBUILD_WEIGHTS.values())  # no part waits on a much heavier one
 
 
 commands = st.lists(st.tuples(st.sampled_from(["create", "increase", "decrease", "cancel", "resume", "time"]),
