@@ -142,7 +142,8 @@ def _rebuild(log: EventLog, rebuilt: list[Follower], targets: Mapping[str, int],
 
     target = max(targets.values(), default=0)
     try:
-        while any(feed(log, rebuilt, batch_size, until=targets, guard=contained, pool=pool).values()):
+        # Until no view wants more: a batch may hold nothing for these views (it applies none) and still move them.
+        while feed(log, rebuilt, batch_size, until=targets, guard=contained, pool=pool):
             if progress:
                 progress("read models", min(min(f.position(), targets[f.name]) for f in rebuilt), target)
     finally:

@@ -249,6 +249,19 @@ def test_replay_of_an_empty_log_passes(tmp_path: Path) -> None:
     side.close()
 
 
+def test_replay_reads_past_batches_that_hold_none_of_its_views_events(world: InMemoryLedger, tmp_path: Path) -> None:
+    # The world's log begins with its two resellers' events: with batches of two, the customer table's and the
+    # summary's first batches hold nothing for them, which must not end their rebuild.
+    org(world, "One")
+    org(world, "Two")
+    side = ReadSide(world.app, ViewLocation(folder=tmp_path / "live"), [CustomerTable(), Summary()])
+    side.catch_up()
+    verdicts = replay(side, ViewLocation(folder=tmp_path / "fresh"), batch_size=2)
+    assert [(v.state, v.rebuilt_rows) for v in verdicts] == [("EQUAL", v.live_rows) for v in verdicts]
+    assert verdicts[0].live_rows > 0
+    side.close()
+
+
 def store_that_cannot_open() -> Any:
     raise RuntimeError("the store is out of reach")
 
