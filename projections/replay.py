@@ -84,7 +84,7 @@ def replay(live: ReadSide, fresh: ViewLocation, *, batch_size: int = BATCH_SIZE,
             live_rows[name] = list(follower.projection.rows(cursor))
     targets = {name: max(head, position) for name, position in positions.items()}
     parts = balanced_parts([follower.projection for follower in live.followers.values()],
-                   processes if open_store is not None else 1)
+                           processes if open_store is not None else 1)
     locations = [_location_of_part(fresh, index) for index in range(len(parts))] if len(parts) > 1 else [fresh]
     try:
         location_of = {projection.name: location
@@ -145,11 +145,16 @@ def _rebuild(log: EventLog, rebuilt: list[Follower], targets: Mapping[str, int],
         # Until no view wants more: a batch may hold nothing for these views (it applies none) and still move them.
         while feed(log, rebuilt, batch_size, until=targets, guard=contained, pool=pool):
             if progress:
-                progress("read models", min(min(f.position(), targets[f.name]) for f in rebuilt), target)
+                progress("read models", _least_done(rebuilt, targets), target)
     finally:
         if pool is not None:
             pool.shutdown()
     return stops
+
+
+def _least_done(rebuilt: list[Follower], targets: Mapping[str, int]) -> int:
+    """How far the rebuild has come: the least advanced view's position (counting a view at its target as done)."""
+    return min(min(f.position(), targets[f.name]) for f in rebuilt)
 
 
 def _rebuild_part(open_store: Callable[[], LedgerApplication], location: dict[str, Any], kinds: list[type],
@@ -189,8 +194,7 @@ def _rebuild_in_processes(open_store: Callable[[], LedgerApplication], parts: li
                     if result.ready() and not result.successful():
                         result.get()  # raises the part's error at once, not after the other parts
                 if progress:
-                    progress("read models", min(min(f.position(), targets[name]) for name, f in rebuilt.items()),
-                             target)
+                    progress("read models", _least_done(list(rebuilt.values()), targets), target)
             stops: dict[str, str] = {}
             for result in running:
                 stops.update(result.get())
