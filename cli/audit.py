@@ -3,7 +3,8 @@ chain), `export-events` (the log as JSON lines) and `as-of` (a reseller's table 
 
 Exit codes: 0 done (for `replay` and `verify`: nothing found), 1 differences or a broken chain found (the
 verdict says which; with --json as one JSON object), 2 bad usage (an option that does not parse, an instant in
-the future, an output that cannot be written), 3 the store unreadable.
+the future, an output that cannot be written), 3 the store unreadable (or a replay whose processes could not
+finish).
 """
 
 from __future__ import annotations
@@ -20,7 +21,20 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from cli.common import DataDir, Json, Output, Progress, UsageError, add, exits, output, print_json, settings
+from cli.common import (
+    UNREADABLE,
+    DataDir,
+    Json,
+    Output,
+    Progress,
+    UsageError,
+    add,
+    exits,
+    fail,
+    output,
+    print_json,
+    settings,
+)
 
 if TYPE_CHECKING:
     from projections.replay import Verdict
@@ -67,6 +81,7 @@ def replay(quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar 
     import psycopg
 
     from projections.deployment import ViewLocation
+    from projections.replay import PartFailed
     from projections.replay import replay as replay_log
     from service.bootstrap import bootstrap, event_store
 
@@ -81,6 +96,8 @@ def replay(quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar 
         with Progress(enabled=not quiet) as bars:
             verdicts = replay_log(services.read_side, fresh, progress=bars.show, processes=processes,
                                   open_store=functools.partial(event_store, config))
+    except PartFailed as error:
+        return fail(f"the replay could not finish, so there is no verdict: {error}", UNREADABLE)
     finally:
         fresh.close()
         if config.database_url:

@@ -12,7 +12,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any, cast
 
 from commands.application import LedgerApplication
 from projections.deployment import ReadSide, ViewLocation, views_pool
@@ -171,36 +173,59 @@ def _rebuild_part(open_store: Callable[[], LedgerApplication], location: dict[st
         app.close()
 
 
-def _ignore_interrupts() -> None:
+def _run_part(results: Connection, open_store: Callable[[], LedgerApplication], location: dict[str, Any],
+              kinds: list[type], targets: dict[str, int], batch_size: int) -> None:
+    """A part's process: its rebuild's stops, or its error, sent back on ``results``."""
     # Ctrl-C in a terminal reaches the whole process group: the replay ends its processes itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        results.send(_rebuild_part(open_store, location, kinds, targets, batch_size))
+    except Exception as error:  # sent as text: not every error can be rebuilt in another process
+        results.send(PartFailed(f"{type(error).__name__}: {error}"))
+
+
+class PartFailed(RuntimeError):
+    """A part of a replay in several processes failed, or its process ended without an answer."""
 
 
 def _rebuild_in_processes(open_store: Callable[[], LedgerApplication], parts: list[list[Projection]],
                           locations: list[ViewLocation], targets: Mapping[str, int], batch_size: int,
                           rebuilt: Mapping[str, Follower],
                           progress: Callable[[str, int, int], None] | None) -> dict[str, str]:
-    """Each part rebuilt in a process of its own, their progress read from the rebuilt views' positions here."""
+    """Each part rebuilt in a process of its own, their progress read from the rebuilt views' positions here. A
+    part that fails, or whose process dies (kill -9), fails the replay at once; the other parts are ended."""
     target = max(targets.values(), default=0)
-    with multiprocessing.get_context("spawn").Pool(len(parts), initializer=_ignore_interrupts) as pool:
-        try:
-            running = [pool.apply_async(_rebuild_part, (
-                open_store, _described(location), [type(projection) for projection in part],
+    context = multiprocessing.get_context("spawn")
+    running: dict[Connection, BaseProcess] = {}
+    try:
+        for part, location in zip(parts, locations, strict=True):
+            receiving, sending = context.Pipe(duplex=False)
+            process = context.Process(target=_run_part, name="replay-part", daemon=True, args=(
+                sending, open_store, _described(location), [type(projection) for projection in part],
                 {projection.name: targets[projection.name] for projection in part}, batch_size))
-                for part, location in zip(parts, locations, strict=True)]
-            while not all(result.ready() for result in running):
-                running[0].wait(PROGRESS_SECONDS)
-                for result in running:
-                    if result.ready() and not result.successful():
-                        result.get()  # raises the part's error at once, not after the other parts
-                if progress:
-                    progress("read models", _least_done(list(rebuilt.values()), targets), target)
-            stops: dict[str, str] = {}
-            for result in running:
-                stops.update(result.get())
-            return stops
-        finally:
-            pool.terminate()  # on an error or an interrupt here, the other parts are not waited for
+            process.start()
+            sending.close()
+            running[receiving] = process
+        stops: dict[str, str] = {}
+        while running:
+            for ready in wait(list(running), timeout=PROGRESS_SECONDS):
+                connection = cast(Connection, ready)
+                try:
+                    answer = connection.recv()
+                except EOFError:
+                    answer = PartFailed(f"a replay process ended without an answer (exit code "
+                                        f"{running[connection].join(5) or running[connection].exitcode})")
+                running.pop(connection).join()
+                if isinstance(answer, PartFailed):
+                    raise answer
+                stops.update(answer)
+            if progress:
+                progress("read models", _least_done(list(rebuilt.values()), targets), target)
+        return stops
+    finally:
+        for process in running.values():  # on an error or an interrupt here, the other parts are not waited for
+            process.terminate()
+            process.join()
 
 
 def _described(location: ViewLocation) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from projections.cursors import CursorSigner
 from projections.customer_table import CustomerTable, queries
 from projections.deployment import ReadSide, ViewLocation, all_projections
 from projections.log import EventLog, NewsWaiter
-from projections.replay import REBUILD_WEIGHTS, balanced_parts, replay
+from projections.replay import REBUILD_WEIGHTS, PartFailed, balanced_parts, replay
 from projections.runner import Follower, ProjectionStopped
 from projections.store import SQLiteViews
 from projections.summary import Summary
@@ -273,6 +274,20 @@ def test_a_part_of_a_replay_that_fails_in_its_process_fails_the_replay(world: In
     side.catch_up()
     with pytest.raises(RuntimeError, match="the store is out of reach"):
         replay(side, ViewLocation(folder=tmp_path / "fresh"), processes=2, open_store=store_that_cannot_open)
+    side.close()
+
+
+def store_whose_process_dies() -> Any:
+    os._exit(9)  # as a process killed mid-rebuild: no answer, no exception
+
+
+def test_a_part_of_a_replay_whose_process_dies_fails_the_replay_instead_of_waiting(world: InMemoryLedger,
+                                                                                  tmp_path: Path) -> None:
+    org(world, "One")
+    side = ReadSide(world.app, ViewLocation(folder=tmp_path / "live"))
+    side.catch_up()
+    with pytest.raises(PartFailed, match=r"ended without an answer \(exit code 9\)"):
+        replay(side, ViewLocation(folder=tmp_path / "fresh"), processes=2, open_store=store_whose_process_dies)
     side.close()
 
 
