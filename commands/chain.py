@@ -22,10 +22,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.utils import retry
 from psycopg import Cursor
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL
 
@@ -93,48 +95,76 @@ def link(query: Query, insert_many: InsertMany, events_table: str, position_colu
     each of hundreds of placeholders in Python (a renewal batch's chain was a seventh of its save)."""
     if not positions:
         return
-    head = query(f"SELECT event_hash FROM {chain_table} ORDER BY position DESC LIMIT 1", ())
-    if head:
-        previous = head[0][0]
-    elif query(f"SELECT 1 FROM {events_table} WHERE {position_column} < ? LIMIT 1", (min(positions),)):
+    head = query(head_sql(chain_table), ())
+    if not head and query(*older_events_sql(events_table, position_column, positions)):
         return  # a log written before the chain: it waits for its explicit upgrade
-    else:
-        previous = GENESIS
-    batch = sorted(zip(positions, stored_events), key=lambda pair: pair[0])
+    wanted = predecessors(stored_events)
     streams: dict[str, str] = {}
+    if wanted:
+        streams.update(query(*predecessors_sql(chain_table, wanted, arrays=arrays)))
+    chained = chain_rows(head[0][0] if head else GENESIS, streams, positions, stored_events)
+    if arrays:
+        insert_many(chain_insert_sql(chain_table, arrays=True), [tuple(list(column) for column in zip(*chained))])
+    else:
+        insert_many(chain_insert_sql(chain_table), chained)
+
+
+def head_sql(chain_table: str) -> str:
+    return f"SELECT event_hash FROM {chain_table} ORDER BY position DESC LIMIT 1"
+
+
+def older_events_sql(events_table: str, position_column: str, positions: Sequence[int]) -> tuple[str, list[Any]]:
+    """Whether the log holds events before ``positions`` (asked when the chain is empty)."""
+    return f"SELECT 1 FROM {events_table} WHERE {position_column} < ? LIMIT 1", [min(positions)]
+
+
+def predecessors(stored_events: Sequence[StoredEvent]) -> dict[str, int]:
+    """The version before the first of ``stored_events`` in each stream they continue, by stream key."""
     first_versions: dict[str, int] = {}
-    for _, stored in batch:
-        first_versions.setdefault(stream_key(stored.originator_id), stored.originator_version)
-    wanted = {key: version - 1 for key, version in first_versions.items() if version > 1}  # their predecessors
-    if wanted and arrays:
-        rows = query(f"SELECT c.originator_id, c.event_hash FROM unnest(?::text[], ?::bigint[]) AS wanted (id, v) "
-                     f"JOIN {chain_table} AS c ON c.originator_id = wanted.id AND c.originator_version = wanted.v",
-                     [list(wanted), list(wanted.values())])
-        streams.update({row[0]: row[1] for row in rows})
-    elif wanted:
-        # A join, which both databases run by the stream index: SQLite ran ``(id, version) IN (VALUES ...)`` as a
-        # scan of the whole chain, on each save of an existing stream (a seat increase at 2,000 subscriptions:
-        # half its time).
-        values = ", ".join("(?, ?)" for _ in wanted)
-        rows = query(f"SELECT c.originator_id, c.event_hash FROM (VALUES {values}) AS wanted "
-                     f"JOIN {chain_table} AS c ON c.originator_id = wanted.column1 "
-                     f"AND c.originator_version = CAST(wanted.column2 AS BIGINT)",
-                     [part for pair in wanted.items() for part in pair])
-        streams.update({row[0]: row[1] for row in rows})
-    chained = []
-    for position, stored in batch:
+    for stored in stored_events:
         key = stream_key(stored.originator_id)
-        previous_in_stream = streams.get(key, GENESIS)  # a missing predecessor is left for verify to report
+        first_versions[key] = min(first_versions.get(key, stored.originator_version), stored.originator_version)
+    return {key: version - 1 for key, version in first_versions.items() if version > 1}
+
+
+def predecessors_sql(chain_table: str, wanted: dict[str, int], *, arrays: bool = False) -> tuple[str, list[Any]]:
+    """The chain's stream id and hash of each of the ``wanted`` predecessors."""
+    if arrays:
+        return (f"SELECT c.originator_id, c.event_hash FROM unnest(?::text[], ?::bigint[]) AS wanted (id, v) "
+                f"JOIN {chain_table} AS c ON c.originator_id = wanted.id AND c.originator_version = wanted.v",
+                [list(wanted), list(wanted.values())])
+    # A join, which both databases run by the stream index: SQLite ran ``(id, version) IN (VALUES ...)`` as a
+    # scan of the whole chain, on each save of an existing stream (a seat increase at 2,000 subscriptions:
+    # half its time).
+    values = ", ".join("(?, ?)" for _ in wanted)
+    return (f"SELECT c.originator_id, c.event_hash FROM (VALUES {values}) AS wanted "
+            f"JOIN {chain_table} AS c ON c.originator_id = wanted.column1 "
+            f"AND c.originator_version = CAST(wanted.column2 AS BIGINT)",
+            [part for pair in wanted.items() for part in pair])
+
+
+def chain_rows(previous: str, streams: dict[str, str], positions: Sequence[int],
+               stored_events: Sequence[StoredEvent]) -> list[tuple[Any, ...]]:
+    """The chain rows of the events at ``positions``, in the order of the log, after the head hash ``previous``;
+    ``streams`` holds the hash of each continued stream's predecessor (a missing one is left for verify to
+    report)."""
+    chained = []
+    streams = dict(streams)
+    for position, stored in sorted(zip(positions, stored_events, strict=True), key=lambda pair: pair[0]):
+        key = stream_key(stored.originator_id)
+        previous_in_stream = streams.get(key, GENESIS)
         hashed = event_hash(position, key, stored.originator_version, stored.topic, bytes(stored.state),
                             previous, previous_in_stream)
         chained.append((position, key, stored.originator_version, hashed, previous, previous_in_stream))
         previous = streams[key] = hashed
+    return chained
+
+
+def chain_insert_sql(chain_table: str, *, arrays: bool = False) -> str:
     if arrays:
-        insert_many(f"INSERT INTO {chain_table} ({_COLUMNS}) SELECT * FROM "
-                    "unnest(?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[])",
-                    [tuple(list(column) for column in zip(*chained))])
-    else:
-        insert_many(f"INSERT INTO {chain_table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", chained)
+        return (f"INSERT INTO {chain_table} ({_COLUMNS}) SELECT * FROM "
+                "unnest(?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[])")
+    return f"INSERT INTO {chain_table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 
 
 def chain_table_sql(chain_table: str) -> list[str]:
@@ -215,22 +245,49 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             [bytes(stored.state) for stored in stored_events],
         ))
 
-    def _fetch_ids_after_insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
-                                       **kwargs: Any) -> Sequence[int] | None:
-        positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-
-        # Parameters go in binary: psycopg writes a text array in Python, element by element (a batch of 1,250
-        # chain rows: 16 ms of CPU as text, 1.6 ms in binary).
-        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-            curs.execute(sql.replace("?", "%b"), params)  # type: ignore[arg-type]
-            return [tuple(row.values()) for row in curs.fetchall()]
-
-        def insert_many(sql: str, rows: list[tuple[Any, ...]]) -> None:
-            curs.executemany(sql.replace("?", "%b"), rows)  # type: ignore[arg-type]
-
-        link(query, insert_many, self.events_table, self.position_column, self.chain_table,
-             list(positions or ()), stored_events, arrays=True)
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """The library's insert and the chain rows in one transaction, in two round trips to the database: the
+        transaction's start, the table lock, the insert and the reads the chain needs (its head, the streams'
+        predecessors) sent together, then the chain rows and the commit. The library's transaction took six
+        (a sync for its BEGIN, one after the insert, one per read, one before and one for the COMMIT), each of
+        them under the lock that every save of every process waits for."""
+        if not stored_events:
+            return []
+        wanted = predecessors(stored_events)
+        with self.datastore.get_connection() as connection:
+            try:
+                with connection.pipeline() as pipeline, connection.cursor() as insert, \
+                        connection.cursor() as head, connection.cursor() as previous:
+                    insert.execute("BEGIN")
+                    self._insert_events(insert, stored_events, **kwargs)
+                    self._insert_stored_events(insert, stored_events, **kwargs)
+                    head.execute(head_sql(self.chain_table))
+                    if wanted:
+                        previous.execute(*_binary(predecessors_sql(self.chain_table, wanted, arrays=True)))
+                    pipeline.sync()  # a conflict (a version already taken) is raised here
+                    positions = [row["notification_id"] for row in insert.fetchall()]
+                    heads = head.fetchall()
+                    if heads or not self._older_events(insert, positions):
+                        streams = {row["originator_id"]: row["event_hash"] for row in previous.fetchall()} \
+                            if wanted else {}
+                        chained = chain_rows(heads[0]["event_hash"] if heads else GENESIS, streams, positions,
+                                             stored_events)
+                        insert.execute(chain_insert_sql(self.chain_table, arrays=True).replace("?", "%b"),
+                                       [list(column) for column in zip(*chained)])  # type: ignore[arg-type]
+                    insert.execute("COMMIT")
+            except BaseException:
+                # A conflict leaves the transaction aborted: the connection goes back to the pool clean.
+                if not connection.broken and connection.info.transaction_status in _OPEN:
+                    connection.rollback()
+                raise
         return positions
+
+    def _older_events(self, curs: Cursor[DictRow], positions: Sequence[int]) -> bool:
+        """Whether the log holds events written before the chain began (asked while the chain is empty): a log
+        written before the chain waits for its explicit upgrade, and new events add no chain rows meanwhile."""
+        curs.execute(*_binary(older_events_sql(self.events_table, self.position_column, positions)))
+        return bool(curs.fetchall())
 
     def select_streams(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these streams, stream by stream in version order, in one query per chunk."""
@@ -243,6 +300,16 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 found.extend(StoredEvent(row["originator_id"], row["originator_version"], row["topic"],
                                          bytes(row["state"])) for row in curs.fetchall())
         return found
+
+
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+
+def _binary(statement: tuple[str, list[Any]]) -> tuple[Any, list[Any]]:
+    """A statement with ``?`` placeholders as psycopg's binary parameters: psycopg writes a text array in Python,
+    element by element (a batch of 1,250 chain rows: 16 ms of CPU as text, 1.6 ms in binary)."""
+    sql, params = statement
+    return sql.replace("?", "%b"), params
 
 
 RECORDER_TOPICS = {

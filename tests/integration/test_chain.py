@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from cli.main import main
 from commands.chain import CHAIN_TABLE, GENESIS, chain_table_sql, event_hash, link
@@ -306,6 +306,29 @@ def test_an_event_whose_chain_row_cannot_be_written_is_not_stored(populated: dic
     finally:
         services.close()
     assert store.rows() == before
+
+
+def test_a_save_that_loses_a_version_race_stores_nothing_and_the_next_save_chains_on(
+        populated: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(populated)
+    before = store.rows()
+    services = _services(populated)
+    try:
+        recorder = services.app.recorder
+        taken = recorder.select_events(UUID(str(before[0][1])))[0]  # the first event of the log
+        fresh = StoredEvent(originator_id=uuid4(), originator_version=1, topic=taken.topic, state=taken.state)
+        with pytest.raises(IntegrityError):  # another save already took version 1 of that stream
+            recorder.insert_events([fresh, taken])
+        assert store.rows() == before and recorder.select_events(fresh.originator_id) == []
+        for _ in range(3):  # the pool's connections were left clean
+            recorder.insert_events([StoredEvent(uuid4(), 1, taken.topic, taken.state)])
+        continued = StoredEvent(taken.originator_id, len(recorder.select_events(taken.originator_id)) + 1,
+                                taken.topic, taken.state)
+        recorder.insert_events([continued])
+    finally:
+        services.close()
+    assert len(store.rows()) == len(before) + 4
+    assert ledger(capsys, "verify")[1].startswith(f"intact: {len(before) + 4} events")
 
 
 def test_a_checkpoint_notes_the_head_of_each_block_once(populated: dict[str, str],
