@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from projections.customer_table import CustomerTable, queries
 from projections.deployment import ReadSide, ViewLocation, all_projections
 from projections.log import EventLog, NewsWaiter
 from projections.replay import REBUILD_WEIGHTS, PartFailed, balanced_parts, replay
-from projections.runner import Follower, ProjectionStopped
+from projections.runner import Follower, ProjectionStopped, _move_together, feed, positions_of_followers
 from projections.store import SQLiteViews
 from projections.summary import Summary
 from tests.support import ADMIN, T0, InMemoryLedger, in_memory_ledger, reseller_with_card
@@ -607,4 +608,51 @@ def test_a_round_of_the_followers_commits_once_for_every_view_of_the_shared_file
     assert len(side.followers) == 8 and all(f.position() == side.log.head() for f in side.followers.values())
     index_builds = sum(1 for f in side.followers.values() if f.indexed)
     assert len(commits) == 1 + index_builds, commits  # the round, then each view's page indexes once at the head
+    side.close()
+
+
+@pytest.mark.postgres
+def test_views_with_nothing_to_apply_in_a_round_are_moved_to_its_end_in_one_transaction(
+        world: InMemoryLedger, postgres_url: str, postgres_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    org(world, "One")
+    location = ViewLocation(conninfo=postgres_url, schema=postgres_schema)
+    side = ReadSide(world.app, location)
+    side.catch_up()
+    world.ledger.set_billing_info("org_1", payment_method="pm_card_mastercard", billing_email="new@org1.example",
+                                  country="DE", actor=ADMIN)  # an event of the reseller's stream: one view reads it
+    db = side.db(customer_table.NAME)  # on PostgreSQL every view is in the deployment's schema
+    transactions: list[str] = []
+    opened = db.transaction
+
+    def counted(**options: Any) -> Any:
+        transactions.append(str(options))
+        return opened(**options)
+
+    monkeypatch.setattr(db, "transaction", counted)
+    with ThreadPoolExecutor(2) as pool:
+        applied = feed(side.log, list(side.followers.values()), 100, pool=pool)
+    assert applied == {name: int(name == "reseller_events") for name in side.followers}
+    assert len(transactions) == 2  # the reseller's events view, then the seven others together
+    assert all(follower.position() == side.log.head() for follower in side.followers.values())
+    side.close()
+
+
+@pytest.mark.postgres
+def test_views_moved_together_are_not_moved_when_one_of_them_was_moved_by_a_rival(
+        world: InMemoryLedger, postgres_url: str, postgres_schema: str) -> None:
+    location = ViewLocation(conninfo=postgres_url, schema=postgres_schema)
+    side = ReadSide(world.app, location, [CustomerTable(), Summary()])
+    side.catch_up()
+    seen = side.log.head()
+    followers = list(side.followers.values())
+    read_at = positions_of_followers(followers)
+    org(world, "One")
+    Follower(side.log, CustomerTable(), side.db(customer_table.NAME)).catch_up()  # a rival moves one view on
+
+    head = side.log.head()
+    assert _move_together(followers, read_at, {name: head for name in read_at}) == []
+    assert side.followers[customer_table.NAME].position() == head  # not moved back
+    assert side.followers[summary.NAME].position() == seen  # its events were not applied: it is not moved past them
+    side.catch_up()
+    assert summary.cards(side.db(summary.NAME), "org_1").total_customers == 1
     side.close()
