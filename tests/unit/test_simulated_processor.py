@@ -83,3 +83,50 @@ def test_changes_whose_transaction_fails_are_each_told_so_and_none_is_kept(tmp_p
     reference = gateway.charge(customer=customer, payment_method=method, amount_cents=1000, currency="EUR",
                                idempotency_key="charge-1", metadata={})
     assert [charge.reference for charge in gateway.list_charges(**EVER)] == [reference]
+
+
+def test_charges_recorded_together_are_each_answered_as_they_would_be_alone(tmp_path: Path) -> None:
+    gateway = SimulatedGateway(tmp_path / "processor.sqlite", SystemClock())
+    customer, method = card(gateway, "org_1")
+    earlier = gateway.charge(customer=customer, payment_method=method, amount_cents=700, currency="EUR",
+                             idempotency_key="earlier", metadata={})
+    asks = [
+        ("leader", 100),  # committed alone while the others queue
+        ("earlier", 700),  # a key of an earlier commit: its charge again
+        ("twice", 900),  # a key asked twice in the same commit: one charge, told to both
+        ("twice", 900),
+        ("earlier", 701),  # a key reused with other parameters: a bug of the caller's, told to it alone
+        ("fresh", 300),
+    ]
+    answers: dict[int, object] = {}
+
+    def charge(n: int) -> None:
+        key, amount = asks[n]
+        try:
+            answers[n] = gateway.charge(customer=customer, payment_method=method, amount_cents=amount,
+                                        currency="EUR", idempotency_key=key, metadata={})
+        except RuntimeError as error:
+            answers[n] = error
+
+    commits: list[str] = []
+    gateway._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    threads = [threading.Thread(target=charge, args=(n,)) for n in range(len(asks))]
+    with gateway._guard:  # the leader waits for the connection; the others queue behind it and share one commit
+        threads[0].start()
+        deadline = time.monotonic() + 10
+        while not gateway._commits.turns._leading and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for thread in threads[1:]:
+            thread.start()
+        while gateway._commits.turns.queued() < len(asks) - 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    for thread in threads:
+        thread.join(10)
+
+    assert len(commits) == 2
+    assert answers[1] == earlier
+    assert isinstance(answers[2], str) and answers[2] == answers[3] != earlier
+    assert isinstance(answers[4], RuntimeError) and "reused" in str(answers[4])
+    assert isinstance(answers[5], str) and answers[5] not in (earlier, answers[2])
+    charges = {charge.reference: charge.amount_cents for charge in gateway.list_charges(**EVER)}
+    assert charges == {earlier: 700, answers[0]: 100, answers[2]: 900, answers[5]: 300}
