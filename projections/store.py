@@ -274,19 +274,23 @@ class PostgresViews:
         # A view's queries are prepared once a connection has run them a few times (psycopg's default), and
         # PostgreSQL may then keep one generic plan for good. A view grows from empty (a rebuild, a new
         # deployment): a plan made for an empty table, a scan, once took a rebuild's batch 1.3 s instead of
-        # 5 ms. Planning each execution for its table as it is costs well under a millisecond.
+        # 5 ms. Planning each execution for its table as it is costs well under a millisecond. Commits do not wait
+        # for the disk unless a transaction asks to (see ``transaction``).
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, name=f"views-{schema}",
-                                    kwargs={"options": f"-c search_path={schema} -c plan_cache_mode=force_custom_plan"})
+                                    kwargs={"options": f"-c search_path={schema} -c plan_cache_mode=force_custom_plan "
+                                                       "-c synchronous_commit=off"})
         self._column_types: dict[str, dict[str, str]] = {}
 
     @contextmanager
     def transaction(self, *, rebuildable: bool = False) -> Iterator[Cursor]:
         with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
-            if rebuildable:
-                # The commit is visible at once and reaches the disk within a few hundred milliseconds; the
-                # write-ahead log is sequential, so any later durable commit (a letter marked sent, say)
-                # makes this one durable first.
-                cursor.execute("SET LOCAL synchronous_commit = off")
+            # A rebuildable commit is visible at once and reaches the disk within a few hundred milliseconds; the
+            # write-ahead log is sequential, so any later durable commit (a letter marked sent, say) makes it
+            # durable first. The connections' default is that one: the followers' view transactions, a dozen a
+            # create, are spared a statement each, and the rarer durable ones (marks of letters and webhooks
+            # sent, schema changes, noted stops) ask for the wait.
+            if not rebuildable:
+                cursor.execute("SET LOCAL synchronous_commit = on")
             yield _PostgresCursor(cursor, self._column_types)
 
     def batch(self) -> AbstractContextManager[None]:
