@@ -4,9 +4,9 @@ Every stored event gets a row in ``ledger_chain``, written in the transaction th
 its hash over the stored record (position, stream id, version, topic, SHA-256 of the stored state bytes)
 and over two predecessors' hashes: the previous event of the whole log (by position) and the previous
 event of its own stream. The recorders below are the library's application recorders with that one
-addition. On PostgreSQL the library has already taken the EXCLUSIVE lock on the events table when the
-chain rows are computed, and on SQLite the insert holds the database's write lock, so the head read
-here is the head of the log and positions are chained in order.
+addition (on PostgreSQL, its insert also sent in fewer round trips). On PostgreSQL the EXCLUSIVE lock on the
+events table is taken before the chain's head is read, and on SQLite the insert holds the database's write
+lock, so the head read here is the head of the log and positions are chained in order.
 
 A log written before the chain existed stays unchained (new writes add no chain rows while the chain
 is empty and earlier events exist) until ``ledger verify --upgrade`` chains it once.
