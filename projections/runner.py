@@ -92,7 +92,7 @@ class Follower:
         return self.projection.name
 
     def position(self) -> int:
-        with self.db.snapshot() as cursor:
+        with self.db.read() as cursor:
             return position_of(cursor, self.name)
 
     def catch_up(self, until: int | None = None, progress: Callable[[int], None] | None = None) -> int:
@@ -204,7 +204,7 @@ def stops_of_followers(followers: list[Follower]) -> dict[str, str]:
 def _read_per_database(followers: list[Follower], read: Callable[[Cursor, list[str]], dict[str, T]]) -> dict[str, T]:
     found: dict[str, T] = {}
     for db, names in _by_database(followers):
-        with db.snapshot() as cursor:
+        with db.read() as cursor:
             found.update(read(cursor, names))
     return found
 

@@ -56,6 +56,10 @@ class ViewDatabase(Protocol):
     def snapshot(self) -> AbstractContextManager[Cursor]:
         """A read-only transaction that sees one consistent state."""
 
+    def read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for one query outside a transaction, which sees one consistent state by itself: the followers
+        read their positions once a round, and a transaction around the query cost two more statements."""
+
     def schema_change(self) -> AbstractContextManager[Cursor]:
         """A write transaction for creating tables, one process at a time (see ``schema_lock``)."""
 
@@ -163,6 +167,9 @@ class SQLiteViews:
             yield connection.cursor()
         finally:
             connection.execute("ROLLBACK")
+
+    def read(self) -> AbstractContextManager[Cursor]:
+        return self.snapshot()  # the file is in this process: its BEGIN and ROLLBACK cost no round trip
 
     def close(self) -> None:
         with self._guard:
@@ -311,6 +318,17 @@ class PostgresViews:
                     yield _PostgresCursor(cursor, self._column_types)
             finally:
                 connection.isolation_level = None
+
+    @contextmanager
+    def read(self) -> Iterator[Cursor]:
+        with self._pool.connection() as connection:
+            connection.autocommit = True
+            try:
+                with connection.cursor() as cursor:
+                    yield _PostgresCursor(cursor, self._column_types)
+            finally:
+                if not connection.broken:
+                    connection.autocommit = False
 
     def close(self) -> None:
         self._pool.close()

@@ -145,6 +145,30 @@ def test_a_views_own_transaction_does_not_wait_for_the_disk_and_others_do(postgr
         assert cursor.fetchone()[0] == "on"
 
 
+@pytest.mark.postgres
+def test_a_read_runs_its_query_outside_a_transaction_and_gives_the_connection_back_as_it_was(
+        postgres_url: str, postgres_schema: str) -> None:
+    db = PostgresViews(postgres_url, postgres_schema, pool_size=1)  # one connection: each step below reuses it
+    try:
+        with db.transaction() as cursor:
+            cursor.execute("CREATE TABLE kept (n integer)")
+        with db.read() as cursor:  # its own transaction: the statement began it
+            cursor.execute("SELECT now() = statement_timestamp()")
+            assert cursor.fetchone()[0] is True
+        with pytest.raises(psycopg.errors.UndefinedTable), db.read() as cursor:
+            cursor.execute("SELECT * FROM missing")
+        with db._pool.connection() as connection:
+            assert connection.autocommit is False
+        with pytest.raises(RuntimeError), db.transaction() as cursor:  # still all or nothing
+            cursor.execute("INSERT INTO kept VALUES (1)")
+            raise RuntimeError("the change fails half way")
+        with db.snapshot() as cursor:
+            cursor.execute("SELECT count(*) FROM kept")
+            assert cursor.fetchone()[0] == 0
+    finally:
+        db.close()
+
+
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_positions_of_several_views_at_once(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     db: ViewDatabase = (request.getfixturevalue("postgres_views") if store == "postgres"
