@@ -104,7 +104,7 @@ def link(query: Query, insert_many: InsertMany, events_table: str, position_colu
         streams.update(query(*predecessors_sql(chain_table, wanted, arrays=arrays)))
     chained = chain_rows(head[0][0] if head else GENESIS, streams, positions, stored_events)
     if arrays:
-        insert_many(chain_insert_sql(chain_table, arrays=True), [tuple(list(column) for column in zip(*chained))])
+        insert_many(chain_insert_sql(chain_table, arrays=True), [tuple(as_columns(chained))])
     else:
         insert_many(chain_insert_sql(chain_table), chained)
 
@@ -158,6 +158,11 @@ def chain_rows(previous: str, streams: dict[str, str], positions: Sequence[int],
         chained.append((position, key, stored.originator_version, hashed, previous, previous_in_stream))
         previous = streams[key] = hashed
     return chained
+
+
+def as_columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as one list per column: the parameters of an insert over arrays."""
+    return [list(column) for column in zip(*rows)]
 
 
 def chain_insert_sql(chain_table: str, *, arrays: bool = False) -> str:
@@ -273,8 +278,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                             if wanted else {}
                         chained = chain_rows(heads[0]["event_hash"] if heads else GENESIS, streams, positions,
                                              stored_events)
-                        insert.execute(chain_insert_sql(self.chain_table, arrays=True).replace("?", "%b"),
-                                       [list(column) for column in zip(*chained)])  # type: ignore[arg-type]
+                        insert.execute(*_binary((chain_insert_sql(self.chain_table, arrays=True),
+                                                 as_columns(chained))))
                     insert.execute("COMMIT")
             except BaseException:
                 # A conflict leaves the transaction aborted: the connection goes back to the pool clean.
