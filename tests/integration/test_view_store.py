@@ -1,9 +1,11 @@
 """The views' stores: PostgreSQL runs a view's many rows as one statement over arrays, with the effect of
 running the statement once per row (and of SQLite's executemany); a view's own transaction does not wait
-for the disk at commit, others do; positions are read for several views at once."""
+for the disk at commit, others do, and runs its statements in a pipeline on PostgreSQL; a view that is no longer
+where its follower found it is not moved, nor are its rows changed; positions are read for several views at once."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from projections.store import (
     Cursor,
+    PositionConflict,
     PostgresViews,
     SQLiteViews,
     ViewDatabase,
@@ -180,5 +183,47 @@ def test_positions_of_several_views_at_once(store: str, tmp_path: Path, request:
     with db.snapshot() as cursor:
         assert positions_of(cursor, ["summary", "customer_table", "never_ran"]) == {
             "summary": 7, "customer_table": 42, "never_ran": 0}
+    if store == "sqlite":
+        db.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_view_no_longer_where_it_was_is_neither_moved_nor_changed_and_the_store_goes_on(
+        store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    db: ViewDatabase = (request.getfixturevalue("postgres_views") if store == "postgres"
+                        else SQLiteViews(tmp_path / "views.sqlite"))
+    with db.transaction() as cursor:
+        create_positions_table(cursor)
+        cursor.execute(TABLES[0])
+    with db.transaction(rebuildable=True) as cursor:
+        advance_position(cursor, "items", 0, 5)
+        cursor.execute("INSERT INTO items VALUES ('a', 1, 1, NULL)")
+
+    def stale_move(before: int, *, reads: bool) -> None:
+        with db.transaction(rebuildable=True) as cursor:
+            advance_position(cursor, "items", before, 9)
+            if reads:  # on PostgreSQL the refusal comes back with the view's first read...
+                cursor.execute("SELECT k FROM items WHERE k = ?", ("a",))
+                cursor.fetchall()
+            cursor.execute("INSERT INTO items VALUES ('b', 2, 2, NULL)")  # ...or at COMMIT when it reads nothing
+
+    for before in (0, 3, 7):
+        for reads in (True, False):
+            with pytest.raises(PositionConflict):
+                stale_move(before, reads=reads)
+    with db.transaction(rebuildable=True) as cursor:  # the refusals left the connections as they were
+        advance_position(cursor, "items", 5, 6)
+        cursor.execute("UPDATE items SET n = 3 WHERE k = ?", ("missing",))
+        assert cursor.rowcount == 0  # known once it has come back, in a pipeline too
+        cursor.execute("UPDATE items SET n = 3 WHERE k = ?", ("a",))
+        assert cursor.rowcount == 1
+    with pytest.raises((psycopg.errors.UniqueViolation, sqlite3.IntegrityError)), \
+            db.transaction(rebuildable=True) as cursor:  # another failure is the view's, as it was
+        advance_position(cursor, "items", 6, 7)
+        cursor.execute("INSERT INTO items VALUES ('a', 1, 1, NULL)")
+    with db.snapshot() as cursor:
+        assert positions_of(cursor, ["items"]) == {"items": 6}
+        cursor.execute("SELECT k, n FROM items ORDER BY k")
+        assert [tuple(row) for row in cursor.fetchall()] == [("a", 3)]
     if store == "sqlite":
         db.close()
