@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -65,6 +65,12 @@ class LedgerApplication(Application[UUID]):
                 events.append(obj)
         return self._group_commit.save(events)
 
+    def load(self, aggregate_id: UUID, version: int | None = None) -> Any:
+        """The aggregate (at ``version``), rebuilt from its events as the repository does (``AggregateNotFoundError``
+        if it has none), without the repository's test of every event against the runtime-checkable mutate
+        protocol (it inspects every attribute of the protocol: 4 % of a command's CPU on the embedded default)."""
+        return self.repository.get(aggregate_id, version=version, projector_func=_mutated)
+
     def get_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any]:
         """The aggregates of these ids that exist, by id: on SQLite and PostgreSQL read in one query (a batch of
         commands loads its aggregates at once), elsewhere one by one as the repository reads them."""
@@ -73,7 +79,7 @@ class LedgerApplication(Application[UUID]):
             found = {}
             for aggregate_id in aggregate_ids:
                 try:
-                    found[aggregate_id] = self.repository.get(aggregate_id)
+                    found[aggregate_id] = self.load(aggregate_id)
                 except AggregateNotFoundError:
                     continue
             return found
@@ -103,3 +109,9 @@ class LedgerApplication(Application[UUID]):
         super().register_transcodings(transcoder)
         for transcoding in transcodings.ALL:
             transcoder.register(transcoding())
+
+
+def _mutated(aggregate: Any, events: Iterable[Any]) -> Any:
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate

@@ -1,13 +1,15 @@
 """Group commit: saves that arrive while a commit is in progress share the next transaction, and each caller
-is told what it would have been told alone."""
+is told what it would have been told alone; and an aggregate loads as the library's repository rebuilds it."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
 from typing import Any
+from uuid import uuid4
 
 import pytest
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
@@ -115,3 +117,16 @@ def test_a_lone_save_commits_at_once(app: LedgerApplication) -> None:
     counter = Counter()
     recordings = app.save(counter)
     assert [r.notification.id for r in recordings] == [1]
+
+
+def test_an_aggregate_loads_as_the_repository_rebuilds_it_at_any_version(app: LedgerApplication) -> None:
+    counter = Counter()
+    for _ in range(3):
+        counter.increment()
+    app.save(counter)
+    for version in (None, 1, 2, 4):
+        loaded, rebuilt = app.load(counter.id, version), app.repository.get(counter.id, version=version)
+        assert (loaded.version, loaded.count) == (rebuilt.version, rebuilt.count)
+    assert app.load(counter.id).count == 3 and app.load(counter.id, 2).count == 1
+    with pytest.raises(AggregateNotFoundError):
+        app.load(uuid4())
