@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
 from eventsourcing.persistence import JSONTranscoder, Recording
 from eventsourcing.utils import Environment, EnvType
 
@@ -65,11 +66,13 @@ class LedgerApplication(Application[UUID]):
                 events.append(obj)
         return self._group_commit.save(events)
 
-    def load(self, aggregate_id: UUID, version: int | None = None) -> Any:
-        """The aggregate (at ``version``), rebuilt from its events as the repository does (``AggregateNotFoundError``
-        if it has none), without the repository's test of every event against the runtime-checkable mutate
-        protocol (it inspects every attribute of the protocol: 4 % of a command's CPU on the embedded default)."""
-        return self.repository.get(aggregate_id, version=version, projector_func=_mutated)
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository, rebuilding aggregates without its test of every event against the
+        runtime-checkable mutate protocol (it inspects every attribute of the protocol: 4 % of a command's CPU on
+        the embedded default). A caller may still pass a projector of its own."""
+        repository = super().construct_repository()
+        repository.get = functools.partial(repository.get, projector_func=_mutated)  # type: ignore[method-assign]
+        return repository
 
     def get_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any]:
         """The aggregates of these ids that exist, by id: on SQLite and PostgreSQL read in one query (a batch of
@@ -79,7 +82,7 @@ class LedgerApplication(Application[UUID]):
             found = {}
             for aggregate_id in aggregate_ids:
                 try:
-                    found[aggregate_id] = self.load(aggregate_id)
+                    found[aggregate_id] = self.repository.get(aggregate_id)
                 except AggregateNotFoundError:
                     continue
             return found

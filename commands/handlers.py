@@ -609,7 +609,7 @@ class Ledger:
         except NotFound:
             return None
         record.check_same_request(idempotency)
-        aggregate = self.app.load(record.resource_id, version=record.resource_version)
+        aggregate = self.app.repository.get(record.resource_id, version=record.resource_version)
         return Outcome(aggregate, None, replayed=True, created=record.resource_version == 1)
 
     def _invoices(self, attempt: _Attempt) -> list[Invoice]:
@@ -743,7 +743,7 @@ class Ledger:
 
     def _get(self, aggregate_id: UUID, kind: type[A]) -> A:
         try:
-            aggregate = self.app.load(aggregate_id)
+            aggregate = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"no {kind.__name__.lower()} {aggregate_id}") from None
         if not isinstance(aggregate, kind):

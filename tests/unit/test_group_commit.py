@@ -1,5 +1,5 @@
 """Group commit: saves that arrive while a commit is in progress share the next transaction, and each caller
-is told what it would have been told alone; and an aggregate loads as the library's repository rebuilds it."""
+is told what it would have been told alone; and an aggregate loads as the library's own projector rebuilds it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.application import AggregateNotFoundError, project_aggregate
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
@@ -119,14 +119,15 @@ def test_a_lone_save_commits_at_once(app: LedgerApplication) -> None:
     assert [r.notification.id for r in recordings] == [1]
 
 
-def test_an_aggregate_loads_as_the_repository_rebuilds_it_at_any_version(app: LedgerApplication) -> None:
+def test_an_aggregate_loads_as_the_librarys_projector_rebuilds_it_at_any_version(app: LedgerApplication) -> None:
     counter = Counter()
     for _ in range(3):
         counter.increment()
     app.save(counter)
     for version in (None, 1, 2, 4):
-        loaded, rebuilt = app.load(counter.id, version), app.repository.get(counter.id, version=version)
+        loaded = app.repository.get(counter.id, version=version)
+        rebuilt = app.repository.get(counter.id, version=version, projector_func=project_aggregate)
         assert (loaded.version, loaded.count) == (rebuilt.version, rebuilt.count)
-    assert app.load(counter.id).count == 3 and app.load(counter.id, 2).count == 1
+    assert app.repository.get(counter.id).count == 3 and app.repository.get(counter.id, version=2).count == 1
     with pytest.raises(AggregateNotFoundError):
-        app.load(uuid4())
+        app.repository.get(uuid4())
